@@ -1,0 +1,21 @@
+"""The Sockets support package for a notebook: real sockets on a remote agent, the seed's API.
+
+    from engee_client import Sockets         # the agent at $ENGEE_AGENT_URL with $ENGEE_AGENT_TOKEN
+    s = Sockets.Socket("AF_INET", "SOCK_DGRAM")
+    s.bind("127.0.0.1", 8888)                # or Sockets.bind(s, "127.0.0.1", 8888)
+"""
+
+from protocol import AgentError, AgentRestartedError, AgentUnreachableError, AuthenticationError, ProtocolError
+
+from .agent import Agent, DefaultAgent
+from .device import Socket
+from .result import ResultUIntList
+
+Sockets = DefaultAgent()
+SOCKET = Sockets
+"""The seed's example spells it SOCKET."""
+
+__all__ = [
+    "SOCKET", "Agent", "AgentError", "AgentRestartedError", "AgentUnreachableError", "AuthenticationError",
+    "ProtocolError", "ResultUIntList", "Socket", "Sockets",
+]

@@ -1,0 +1,35 @@
+"""What `receive` returns: the seed's ResultUIntList."""
+
+
+class ResultUIntList:
+    """Received bytes; `.data` is them as a list of ints 0..255, as in the seed.
+
+    `bytes(result)` and `len(result)` work too; `.address` is the sender of a datagram.
+    """
+
+    __slots__ = ("_bytes", "address")
+
+    def __init__(self, data: bytes, address: tuple[str, int] | None = None) -> None:
+        self._bytes = data
+        self.address = address
+
+    @property
+    def data(self) -> list[int]:
+        return list(self._bytes)
+
+    def __bytes__(self) -> bytes:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._bytes)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ResultUIntList):
+            return self._bytes == other._bytes
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        shown = self._bytes[:32]
+        return f"ResultUIntList({shown!r}{'...' if len(self._bytes) > 32 else ''}, {len(self._bytes)} bytes)"

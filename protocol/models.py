@@ -1,0 +1,133 @@
+"""Request and response models of every Sockets method, with the bounds the agent enforces."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .payload import MAX_PAYLOAD, Payload
+
+Family = Literal["AF_INET", "AF_INET6"]
+SocketType = Literal["SOCK_STREAM", "SOCK_DGRAM"]
+Descriptor = Annotated[int, Field(ge=1, le=2**53, description="A descriptor issued by the agent.")]
+Host = Annotated[
+    str,
+    Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20]+$",
+          description="An IP address or a host name, resolved on the agent."),
+]
+Port = Annotated[int, Field(ge=0, le=65535)]
+LONG_POLL = 20.0
+"""Seconds one blocking call waits on the agent before it answers `pending`."""
+Wait = Annotated[
+    float,
+    Field(ge=0, le=60, allow_inf_nan=False,
+          description="Seconds to wait before answering pending; the client repeats the call."),
+]
+
+
+class Request(BaseModel):
+    """Base of requests: strict types and no unknown fields, so a typo is an error, not a no-op."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Response(BaseModel):
+    """Base of responses: unknown fields are ignored, so a newer agent can add some."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Address(Response):
+    host: str
+    port: int
+
+    def as_tuple(self) -> tuple[str, int]:
+        return self.host, self.port
+
+
+class DescriptorRequest(Request):
+    descriptor: Descriptor
+
+
+class SocketRequest(Request):
+    family: Family = "AF_INET"
+    socket_type: SocketType = "SOCK_STREAM"
+
+
+class SocketInfo(Response):
+    descriptor: int
+    family: Family
+    socket_type: SocketType
+    local: Address | None = None
+    peer: Address | None = None
+    listening: bool = False
+
+
+class BindRequest(DescriptorRequest):
+    host: Host
+    port: Port
+
+
+class ListenRequest(DescriptorRequest):
+    backlog: int = Field(default=128, ge=0, le=65535)
+
+
+class AcceptRequest(DescriptorRequest):
+    wait: Wait = LONG_POLL
+
+
+class AcceptResponse(Response):
+    pending: bool = False
+    descriptor: int | None = None
+    peer: Address | None = None
+
+
+class ConnectRequest(DescriptorRequest):
+    host: Host
+    port: Port
+    wait: Wait = LONG_POLL
+
+
+class ConnectResponse(Response):
+    pending: bool = False
+    local: Address | None = None
+    peer: Address | None = None
+
+
+class SendRequest(DescriptorRequest):
+    data: Payload
+
+
+class SendResponse(Response):
+    sent: int
+
+
+class ReceiveRequest(DescriptorRequest):
+    bufsize: int = Field(ge=1, le=MAX_PAYLOAD)
+    wait: Wait = LONG_POLL
+
+
+class ReceiveResponse(Response):
+    data: Payload = b""
+    eof: bool = False
+    pending: bool = False
+    peer: Address | None = Field(default=None, description="The sender of a datagram.")
+
+
+class IsOpenRequest(Request):
+    descriptor: int = Field(ge=-(2**63), le=2**63)
+
+
+class IsOpenResponse(Response):
+    open: bool
+
+
+class CloseResponse(Response):
+    closed: bool = Field(description="True when this call closed the socket, false when it was not open.")
+
+
+class AgentInfo(Response):
+    agent_id: str
+    boot_id: str
+    version: str
+    protocol_version: int
+    methods: list[str]
