@@ -1,0 +1,1 @@
+"""Tests against a real agent process and real sockets on loopback."""

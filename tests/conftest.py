@@ -1,0 +1,73 @@
+"""Fixtures: a real agent process on loopback, clients for it, and plain-socket peers."""
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from agent.process import AgentProcess
+from engee_client import Agent
+
+
+@pytest.fixture(scope="session")
+def agent_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    with AgentProcess(log_dir=str(tmp_path_factory.mktemp("agent"))) as process:
+        yield process
+
+
+@pytest.fixture
+def agent(agent_process: AgentProcess) -> Iterator[Agent]:
+    """A client of the shared agent; after the test the agent must still be serving."""
+    client = Agent(agent_process.url, token=agent_process.token)
+    yield client
+    assert agent_process.alive(), f"the agent died:\n{agent_process.output()}"
+    assert client.info().protocol_version == 1
+    client.disconnect()
+
+
+@pytest.fixture
+def sockets_env(agent_process: AgentProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configure `Sockets`/`SOCKET` the way a notebook does: two environment variables."""
+    monkeypatch.setenv("ENGEE_AGENT_URL", agent_process.url)
+    monkeypatch.setenv("ENGEE_AGENT_TOKEN", agent_process.token)
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, have = [], 0
+    while have < size:
+        chunk = sock.recv(min(1 << 20, size - have))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        have += len(chunk)
+    return b"".join(chunks)
+
+
+class Background(threading.Thread):
+    """Runs a function in a thread and keeps its result or exception for `join_result`."""
+
+    def __init__(self, function, *args) -> None:
+        super().__init__(daemon=True)
+        self.function, self.args = function, args
+        self.result = self.error = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.result = self.function(*self.args)
+        except BaseException as exc:  # handed to the test thread
+            self.error = exc
+
+    def join_result(self, timeout: float = 60.0):
+        self.join(timeout)
+        assert not self.is_alive(), f"{self.function.__name__} did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.result

@@ -1,0 +1,59 @@
+"""The seed's example and the seed's two call styles, through a real agent."""
+
+import pytest
+
+from engee_client import ResultUIntList
+from engee_client.agent import DefaultAgent
+
+from .conftest import free_port
+
+
+@pytest.mark.usefixtures("sockets_env")
+def test_seed_example_verbatim() -> None:
+    from engee_client import SOCKET
+
+    port = free_port()
+    socket_1 = SOCKET.Socket("AF_INET", "SOCK_DGRAM")
+    socket_1.bind("127.0.0.1", port)
+    socket_2 = SOCKET.Socket("AF_INET", "SOCK_DGRAM")
+    socket_2.connect("127.0.0.1", port)
+
+    num_messages = 1000
+    for i in range(1, num_messages + 1):
+        message = f"Message {i}"
+        byte_array = list(message.encode())
+        socket_2.send(byte_array)
+        res_for_recv = socket_1.receive(1000).data
+        assert res_for_recv == byte_array
+
+    socket_1.close()
+    socket_2.close()
+    assert not socket_1.is_open() and not socket_2.is_open()
+
+
+@pytest.mark.usefixtures("sockets_env")
+def test_function_style_and_method_style_are_the_same_calls() -> None:
+    Sockets = DefaultAgent()  # a fresh one, configured from the environment on first use
+    server = Sockets.Socket("AF_INET", "SOCK_DGRAM")
+    Sockets.bind(server, "127.0.0.1", 0)
+    client = Sockets.Socket("AF_INET", "SOCK_DGRAM")
+    assert Sockets.connect(client, *server.local_address) == 0
+    assert Sockets.send(client, b"function style") == len(b"function style")
+    result = Sockets.receive(server, 100)
+    assert isinstance(result, ResultUIntList)
+    assert bytes(result) == b"function style" and len(result) == 14
+    assert result.address == client.local_address
+    assert Sockets.is_open(server, server.descriptor) is True
+    Sockets.close(server)
+    assert Sockets.is_open(client, server.descriptor) is False
+    Sockets.close(client)
+    with pytest.raises(TypeError, match="first argument must be a Socket"):
+        Sockets.bind("not a socket", "127.0.0.1", 0)
+
+
+def test_sockets_without_configuration_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engee_client import AgentError
+
+    monkeypatch.delenv("ENGEE_AGENT_URL", raising=False)
+    with pytest.raises(AgentError, match="ENGEE_AGENT_URL"):
+        DefaultAgent().Socket("AF_INET", "SOCK_DGRAM")
