@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
     print(banner(url, token, generated), flush=True)
-    config = uvicorn.Config(create_app(token), log_level=args.log_level, access_log=False,
+    # Sockets wait for readiness with add_reader/add_writer, which Windows has only on the selector loop.
+    loop = "asyncio:SelectorEventLoop" if sys.platform == "win32" else "auto"
+    config = uvicorn.Config(create_app(token), loop=loop, log_level=args.log_level, access_log=False,
                             timeout_keep_alive=75, server_header=False, date_header=False,
                             proxy_headers=False)
     uvicorn.Server(config).run(sockets=[sock])
