@@ -24,6 +24,7 @@ class AgentProcess:
         self.token = token or secrets.token_urlsafe(16)
         self.args = ["--host", host, "--port", "0", *args]
         self.log_path = Path(tempfile.mkstemp(prefix="engee-agent-", suffix=".log", dir=log_dir)[1])
+        self._keep_log = log_dir is not None
         self.url = ""
         self._process: subprocess.Popen | None = None
 
@@ -73,3 +74,5 @@ class AgentProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+        if not self._keep_log and exc_info[0] is None:
+            self.log_path.unlink(missing_ok=True)

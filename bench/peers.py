@@ -1,0 +1,107 @@
+"""What the workloads talk to: a local TCP sink thread and an `rpyc_classic` server child process."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+"""The only address the bench ever uses."""
+
+
+class Sink:
+    """A loopback TCP server thread: accepts one connection, reads and discards until EOF, counts."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self._listener = socket.create_server((HOST, 0))
+        self._listener.settimeout(timeout)
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self.received = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bench-sink", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        buffer = bytearray(1 << 20)
+        try:
+            conn, _ = self._listener.accept()
+            with conn:
+                conn.settimeout(self._listener.gettimeout())
+                while count := conn.recv_into(buffer):
+                    self.received += count
+        except BaseException as exc:  # reported by wait()
+            self._error = exc
+        finally:
+            self._listener.close()
+
+    def wait(self, expected: int, timeout: float = 60.0) -> None:
+        """Until the sender's EOF; raises unless exactly `expected` bytes arrived."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"sink: no EOF after {timeout} s ({self.received} of {expected} bytes)")
+        if self._error is not None:
+            raise RuntimeError(f"sink failed after {self.received} bytes: {self._error!r}") from self._error
+        if self.received != expected:
+            raise RuntimeError(f"sink counted {self.received} bytes, expected {expected}")
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RpycServer:
+    """`rpyc_classic` as a child process on a free loopback port; `port` is known once it listens."""
+
+    BANNER = re.compile(r"server started on \[[^\]]*\]:(\d+)")
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._dir = Path(tempfile.mkdtemp(prefix="bench-rpyc-"))
+        self._log = self._dir / "rpyc.log"
+        self._process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> RpycServer:
+        # `python -m rpyc.cli.rpyc_classic` exits at once (the module has no __main__ guard),
+        # so run the console script installed next to this interpreter.
+        script = Path(sys.executable).with_name("rpyc_classic")
+        self._process = subprocess.Popen(
+            [sys.executable, str(script), "--host", HOST, "-p", "0", "--logfile", str(self._log)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._process.poll() is None:
+            if self._log.exists() and (match := self.BANNER.search(self._log.read_text(errors="replace"))):
+                self.port = int(match.group(1))
+                return self
+            time.sleep(0.05)
+        output = self._log.read_text(errors="replace") if self._log.exists() else "(no log)"
+        self.stop()
+        raise RuntimeError(f"rpyc_classic did not start; its log:\n{output}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RpycServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
