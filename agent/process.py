@@ -1,8 +1,9 @@
-"""Run an agent as a child process: what the tests, the demo and the bench start."""
+"""Child processes that announce themselves with a banner line: the agent for tests, demo and bench."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -10,40 +11,36 @@ import tempfile
 import time
 from pathlib import Path
 
-BANNER = "engee-agent listening on "
 
+class ChildProcess:
+    """A command whose output goes to a log file, ready once a line matching `banner` appears.
 
-class AgentProcess:
-    """`python -m agent` on a free loopback port; `url` and `token` are known once it listens.
-
-    Its output goes to a log file (`log_path`), so a chatty agent can never block on a full pipe.
+    A log file rather than a pipe, so a chatty child can never block on a full pipe.
     """
 
-    def __init__(self, *args: str, token: str | None = None, host: str = "127.0.0.1",
+    def __init__(self, argv: list[str], banner: str, *, env: dict[str, str] | None = None,
                  log_dir: str | None = None) -> None:
-        self.token = token or secrets.token_urlsafe(16)
-        self.args = ["--host", host, "--port", "0", *args]
-        self.log_path = Path(tempfile.mkstemp(prefix="engee-agent-", suffix=".log", dir=log_dir)[1])
+        self.argv = argv
+        self.banner = re.compile(banner)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.log_path = Path(tempfile.mkstemp(prefix="engee-child-", suffix=".log", dir=log_dir)[1])
         self._keep_log = log_dir is not None
-        self.url = ""
         self._process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> AgentProcess:
-        env = {**os.environ, "ENGEE_AGENT_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+    def start(self, timeout: float = 20.0) -> re.Match:
+        """Start the command and return the banner's match; RuntimeError with the output if it never comes."""
         with open(self.log_path, "wb") as log:
-            self._process = subprocess.Popen([sys.executable, "-m", "agent", *self.args], stdout=log,
-                                             stderr=subprocess.STDOUT, env=env)
+            self._process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                if line.startswith(BANNER):
-                    self.url = line.removeprefix(BANNER).strip()
-                    return self
+            if match := self.banner.search(self.output()):
+                return match
             if self._process.poll() is not None:
                 break
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"the agent did not start; its output:\n{self.log_path.read_text(errors='replace')}")
+        raise RuntimeError(f"{self.argv[2:4] or self.argv} did not start; its output:\n{self.output()}")
 
     @property
     def pid(self) -> int:
@@ -69,10 +66,25 @@ class AgentProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def __enter__(self) -> AgentProcess:
-        return self.start()
-
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
         if not self._keep_log and exc_info[0] is None:
             self.log_path.unlink(missing_ok=True)
+
+
+class AgentProcess(ChildProcess):
+    """`python -m agent` on a free loopback port; `url` and `token` are known once it listens."""
+
+    def __init__(self, *args: str, token: str | None = None, host: str = "127.0.0.1",
+                 log_dir: str | None = None) -> None:
+        self.token = token or secrets.token_urlsafe(16)
+        self.url = ""
+        super().__init__([sys.executable, "-m", "agent", "--host", host, "--port", "0", *args],
+                         r"engee-agent listening on (\S+)", env={"ENGEE_AGENT_TOKEN": self.token}, log_dir=log_dir)
+
+    def start(self, timeout: float = 20.0) -> AgentProcess:
+        self.url = super().start(timeout).group(1)
+        return self
+
+    def __enter__(self) -> AgentProcess:
+        return self.start()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 from pathlib import Path
+
+from agent.process import ChildProcess
 
 HOST = "127.0.0.1"
 """The only address the bench ever uses."""
@@ -61,47 +58,16 @@ class Sink:
         self.close()
 
 
-class RpycServer:
+class RpycServer(ChildProcess):
     """`rpyc_classic` as a child process on a free loopback port; `port` is known once it listens."""
 
-    BANNER = re.compile(r"server started on \[[^\]]*\]:(\d+)")
-
     def __init__(self) -> None:
-        self.port = 0
-        self._dir = Path(tempfile.mkdtemp(prefix="bench-rpyc-"))
-        self._log = self._dir / "rpyc.log"
-        self._process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 20.0) -> RpycServer:
         # `python -m rpyc.cli.rpyc_classic` exits at once (the module has no __main__ guard),
         # so run the console script installed next to this interpreter.
         script = Path(sys.executable).with_name("rpyc_classic")
-        self._process = subprocess.Popen(
-            [sys.executable, str(script), "--host", HOST, "-p", "0", "--logfile", str(self._log)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._process.poll() is None:
-            if self._log.exists() and (match := self.BANNER.search(self._log.read_text(errors="replace"))):
-                self.port = int(match.group(1))
-                return self
-            time.sleep(0.05)
-        output = self._log.read_text(errors="replace") if self._log.exists() else "(no log)"
-        self.stop()
-        raise RuntimeError(f"rpyc_classic did not start; its log:\n{output}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it lingers."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        super().__init__([sys.executable, str(script), "--host", HOST, "-p", "0"], r"server started on \[[^\]]*\]:(\d+)")
+        self.port = 0
 
     def __enter__(self) -> RpycServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self.port = int(self.start().group(1))
+        return self

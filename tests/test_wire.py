@@ -90,14 +90,14 @@ def test_openapi_describes_every_method(http: httpx.Client, agent: Agent) -> Non
         assert "401" in operation["responses"] and "200" in operation["responses"]
 
 
-def test_agent_restart_is_reported_and_new_sockets_work() -> None:
+def test_agent_restart_is_reported_and_new_sockets_work(tmp_path) -> None:
     port = free_port(socket.SOCK_STREAM)
-    first = AgentProcess("--port", str(port)).start()
+    first = AgentProcess("--port", str(port), log_dir=str(tmp_path)).start()
     try:
         agent = Agent(first.url, token=first.token)
         old = agent.Socket("AF_INET", "SOCK_DGRAM")
         first.stop()
-        second = AgentProcess("--port", str(port), token=first.token).start()
+        second = AgentProcess("--port", str(port), token=first.token, log_dir=str(tmp_path)).start()
         try:
             assert agent.Socket("AF_INET", "SOCK_DGRAM").descriptor == old.descriptor  # the same number, a new socket
             with pytest.raises(AgentRestartedError, match="restarted"):
