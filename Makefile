@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/python -m bench.demo
+	$(BIN)/python examples/demo.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,6 +1,13 @@
 """The seed's example and the seed's two call styles, through a real agent."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+
+from agent.process import AgentProcess
 
 from engee_client import ResultUIntList
 from engee_client.agent import DefaultAgent
@@ -57,3 +64,12 @@ def test_sockets_without_configuration_says_what_to_set(monkeypatch: pytest.Monk
     monkeypatch.delenv("ENGEE_AGENT_URL", raising=False)
     with pytest.raises(AgentError, match="ENGEE_AGENT_URL"):
         DefaultAgent().Socket("AF_INET", "SOCK_DGRAM")
+
+
+def test_the_example_script_runs_as_documented(agent_process: AgentProcess) -> None:
+    script = Path(__file__).resolve().parent.parent / "examples" / "seed_example.py"
+    env = {**os.environ, "ENGEE_AGENT_URL": agent_process.url, "ENGEE_AGENT_TOKEN": agent_process.token,
+           "SEED_PORT": "0"}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"1000 of 1000 UDP messages checked through the agent at {agent_process.url}" in done.stdout
