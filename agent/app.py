@@ -1,5 +1,6 @@
 """The agent's web app: one POST endpoint per entry of the method table, plus identity and health."""
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -7,26 +8,26 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from protocol import (
-    AGENT_PATH, BOOT_HEADER, HEALTH_PATH, MAX_PAYLOAD, META_HEADER, METHODS, OCTET_STREAM,
+    AGENT_PATH, BOOT_HEADER, HEALTH_PATH, META_HEADER, METHODS, OCTET_STREAM,
     PROTOCOL_VERSION, ErrorBody, ErrorCode, ErrorDetail, Method, from_raw, to_raw,
 )
 from protocol.errors import code_for_status, describe_validation, detail_from_os_error
-from protocol.models import AgentInfo
+from protocol.models import Address, AgentInfo
 
+from .audit import AUDITED, Audit
 from .descriptors import DescriptorTable
 from .faults import Fault
-from .gate import Gate
+from .gate import PRINCIPAL, Gate
 from .operations import Operations
+from .settings import Limits, Principal, Settings
 
 log = logging.getLogger("engee.agent")
-
-MAX_BODY = MAX_PAYLOAD * 4 // 3 + 64 * 1024
-"""Largest request body: a maximal payload in base64 plus room for the other fields."""
 
 try:
     AGENT_VERSION = version("engee-sockets")
@@ -35,33 +36,38 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 _ERROR_RESPONSES = {
     code.status: {"model": ErrorBody, "description": code.value}
-    for code in (ErrorCode.UNAUTHORIZED, ErrorCode.BAD_DESCRIPTOR, ErrorCode.OS_ERROR, ErrorCode.AGENT_RESTARTED,
-                 ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.BAD_REQUEST)
+    for code in (ErrorCode.UNAUTHORIZED, ErrorCode.PERMISSION_DENIED, ErrorCode.BAD_DESCRIPTOR, ErrorCode.OS_ERROR,
+                 ErrorCode.AGENT_RESTARTED, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                 ErrorCode.BAD_REQUEST, ErrorCode.LIMIT_EXCEEDED)
 }
 
 
-def create_app(token: str, agent_id: str | None = None) -> FastAPI:
-    """An agent app with an empty socket table; `token` guards every call."""
+def create_app(settings: Settings) -> FastAPI:
+    """An agent app with an empty socket table, guarded and limited as `settings` say."""
     table = DescriptorTable()
-    operations = Operations(table)
+    operations = Operations(table, settings.policy, settings.limits)
+    audit = Audit(settings.audit_log)
     boot_id = uuid.uuid4().hex
     info = AgentInfo(
-        agent_id=agent_id or uuid.uuid4().hex, boot_id=boot_id, version=AGENT_VERSION,
+        agent_id=uuid.uuid4().hex, boot_id=boot_id, version=AGENT_VERSION,
         protocol_version=PROTOCOL_VERSION, methods=list(METHODS),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reaper = asyncio.create_task(_reap(table, settings.limits.idle_timeout, audit))
         yield
+        reaper.cancel()
         log.info("closing %d open sockets", len(table))
         table.close_all()
+        audit.close()
 
     app = FastAPI(title="engee-sockets agent", version=AGENT_VERSION, lifespan=lifespan,
                   description="Real OS sockets on this machine, driven over HTTP by a remote notebook.")
     for method in METHODS.values():
         app.add_api_route(
-            method.path, _endpoint(method, getattr(operations, method.name), boot_id), methods=["POST"],
-            name=method.name, summary=method.doc, response_model=method.response,
+            method.path, _endpoint(method, getattr(operations, method.name), boot_id, settings.limits, audit),
+            methods=["POST"], name=method.name, summary=method.doc, response_model=method.response,
             responses=_ERROR_RESPONSES, openapi_extra={"requestBody": _request_body(method)},
         )
 
@@ -75,40 +81,81 @@ def create_app(token: str, agent_id: str | None = None) -> FastAPI:
 
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
-    app.add_middleware(Gate, token=token, boot_id=boot_id)
+    app.add_middleware(Gate, principals=settings.principals, boot_id=boot_id, allowed_hosts=settings.allowed_hosts,
+                       allowed_origins=settings.allowed_origins, audit=audit)
+    if settings.allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", BOOT_HEADER, META_HEADER],
+                           expose_headers=[BOOT_HEADER, META_HEADER])
     app.state.table = table
     return app
 
 
-def _endpoint(method: Method, operation: Callable[[BaseModel], Awaitable[BaseModel]], boot_id: str):
+async def _reap(table: DescriptorTable, idle_timeout: float, audit: Audit) -> None:
+    """Close sockets left idle past `idle_timeout`, every quarter of it (at most every 30 s)."""
+    if not idle_timeout:
+        return
+    while True:
+        await asyncio.sleep(min(max(idle_timeout / 4, 0.05), 30.0))
+        for entry in table.reap(idle_timeout):
+            log.warning("reaped descriptor %d of %s: idle for over %s s", entry.descriptor, entry.owner, idle_timeout)
+            audit.record(entry.owner, "reap", f"closed after {idle_timeout:g} s idle (limit idle_timeout)",
+                         entry.descriptor)
+
+
+def _endpoint(method: Method, operation: Callable[..., Awaitable[BaseModel]], boot_id: str, limits: Limits,
+              audit: Audit):
     async def endpoint(request: Request) -> Response:
-        descriptor = None
+        principal: Principal = request.scope[PRINCIPAL]
+        call = descriptor = None
         try:
-            call = await _read(method, request)
+            call = await _read(method, request, limits.max_body)
             descriptor = getattr(call, "descriptor", None)
             stale = request.headers.get(BOOT_HEADER)
             if descriptor is not None and stale and stale != boot_id:
                 raise Fault(ErrorCode.AGENT_RESTARTED,
                             "the agent restarted since this socket was created; its sockets are gone")
-            result = await operation(call)
+            result = await operation(call, principal)
         except Fault as fault:
-            return _error(ErrorDetail(code=fault.code, message=fault.message, method=method.name, descriptor=descriptor))
+            detail = ErrorDetail(code=fault.code, message=fault.message, method=method.name, descriptor=descriptor)
         except ValidationError as exc:
-            return _error(ErrorDetail(code=ErrorCode.BAD_REQUEST, message=describe_validation(exc), method=method.name))
+            detail = ErrorDetail(code=ErrorCode.BAD_REQUEST, message=describe_validation(exc), method=method.name)
         except ValueError as exc:
-            return _error(ErrorDetail(code=ErrorCode.BAD_REQUEST, message=str(exc), method=method.name))
+            detail = ErrorDetail(code=ErrorCode.BAD_REQUEST, message=str(exc), method=method.name)
         except OSError as exc:
-            return _error(detail_from_os_error(exc, method.name, descriptor))
-        if method.raw_response and OCTET_STREAM in request.headers.get("accept", ""):
-            meta, data = to_raw(result)
-            return Response(data, media_type=OCTET_STREAM, headers={META_HEADER: meta})
-        return Response(result.model_dump_json(), media_type="application/json")
+            detail = detail_from_os_error(exc, method.name, descriptor)
+        else:
+            if method.name in AUDITED and not getattr(result, "pending", False):
+                audit.record(principal.name, method.name, "ok", *_audit_subject(method.name, call, result))
+            if method.raw_response and OCTET_STREAM in request.headers.get("accept", ""):
+                meta, data = to_raw(result)
+                return Response(data, media_type=OCTET_STREAM, headers={META_HEADER: meta})
+            return Response(result.model_dump_json(), media_type="application/json")
+        if method.name in AUDITED or detail.code in _REFUSALS:
+            audit.record(principal.name, method.name, f"{detail.code.value}: {detail.message}",
+                         *_audit_subject(method.name, call, None))
+        return _error(detail)
 
     endpoint.__doc__ = method.doc
     return endpoint
 
 
-async def _read(method: Method, request: Request) -> BaseModel:
+_REFUSALS = frozenset({ErrorCode.PERMISSION_DENIED, ErrorCode.LIMIT_EXCEEDED, ErrorCode.PAYLOAD_TOO_LARGE})
+
+
+def _audit_subject(method: str, call: BaseModel | None, result: BaseModel | None) -> tuple:
+    """The descriptor and the local and peer addresses a call concerned, for its audit line."""
+    descriptor = getattr(result, "descriptor", None) or getattr(call, "descriptor", None)
+    local, peer = getattr(result, "local", None), getattr(result, "peer", None)
+    asked = Address(host=call.host, port=call.port) if hasattr(call, "host") else None
+    if method == "bind":
+        local = local or asked
+    elif method == "connect":
+        peer = peer or asked
+    return descriptor, local, peer
+
+
+async def _read(method: Method, request: Request, max_body: int) -> BaseModel:
     """The call's model from a JSON body, or from a raw body and the meta header."""
     media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if media_type not in ("application/json", OCTET_STREAM) or (media_type == OCTET_STREAM and not method.raw_request):
@@ -117,8 +164,8 @@ async def _read(method: Method, request: Request) -> BaseModel:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY:
-            raise Fault(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is over the limit of {MAX_BODY} bytes")
+        if len(body) > max_body:
+            raise Fault(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is over the agent's limit max_body = {max_body} bytes")
     if media_type == OCTET_STREAM:
         return from_raw(method.request, request.headers.get(META_HEADER), bytes(body))
     return method.request.model_validate_json(body or b"{}")

@@ -4,7 +4,8 @@ import asyncio
 import errno
 import itertools
 import socket
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 
 from protocol import ErrorCode
 from protocol.models import Address, Family, SocketInfo, SocketType
@@ -30,9 +31,11 @@ class Entry:
     cancelled never loses bytes; closing the socket wakes every pending wait with EBADF.
     """
 
-    def __init__(self, descriptor: int, sock: socket.socket) -> None:
+    def __init__(self, descriptor: int, sock: socket.socket, owner: str) -> None:
         self.descriptor = descriptor
         self.sock = sock
+        self.owner = owner
+        self.last_call = time.monotonic()
         self.family: Family = "AF_INET6" if sock.family == socket.AF_INET6 else "AF_INET"
         self.socket_type: SocketType = "SOCK_STREAM" if sock.type == socket.SOCK_STREAM else "SOCK_DGRAM"
         self.reader = asyncio.Lock()
@@ -46,6 +49,11 @@ class Entry:
     def stream(self) -> bool:
         return self.socket_type == "SOCK_STREAM"
 
+    @property
+    def busy(self) -> bool:
+        """A call is in progress on it, so it is not idle however long that call waits."""
+        return bool(self._waits) or self.reader.locked() or self.writer.locked() or self.connecting is not None
+
     def info(self) -> SocketInfo:
         return SocketInfo(
             descriptor=self.descriptor,
@@ -54,6 +62,7 @@ class Entry:
             local=_address(self.sock.getsockname),
             peer=_address(self.sock.getpeername),
             listening=self.listening,
+            owner=self.owner,
         )
 
     async def wait_ready(self, *, write: bool, timeout: float | None) -> bool:
@@ -94,40 +103,67 @@ def _wake(ready: asyncio.Future) -> None:
 
 
 class DescriptorTable:
-    """Issues descriptors and finds the socket behind one."""
+    """Issues descriptors and finds the socket behind one, for its owner only.
+
+    Another principal's descriptor behaves exactly like one that was never issued.
+    """
 
     def __init__(self) -> None:
         self._entries: dict[int, Entry] = {}
         self._numbers = itertools.count(1)
+        self._reaped: dict[int, tuple[str, float]] = {}
 
-    def add(self, sock: socket.socket) -> Entry:
+    def add(self, sock: socket.socket, owner: str) -> Entry:
         sock.setblocking(False)
-        entry = Entry(next(self._numbers), sock)
+        entry = Entry(next(self._numbers), sock, owner)
         self._entries[entry.descriptor] = entry
         return entry
 
-    def get(self, descriptor: int) -> Entry:
-        try:
-            return self._entries[descriptor]
-        except KeyError:
-            raise Fault(ErrorCode.BAD_DESCRIPTOR, f"descriptor {descriptor} is not open") from None
+    def get(self, descriptor: int, owner: str) -> Entry:
+        entry = self._entries.get(descriptor)
+        if entry is None or entry.owner != owner:
+            reaped = self._reaped.get(descriptor)
+            if reaped and reaped[0] == owner:
+                raise Fault(ErrorCode.BAD_DESCRIPTOR, f"descriptor {descriptor} was closed by the agent after "
+                                                      f"{reaped[1]:.0f} s without a call (limit idle_timeout)")
+            raise Fault(ErrorCode.BAD_DESCRIPTOR, f"descriptor {descriptor} is not open")
+        entry.last_call = time.monotonic()
+        return entry
 
-    def __contains__(self, descriptor: int) -> bool:
-        return descriptor in self._entries
+    def is_open(self, descriptor: int, owner: str) -> bool:
+        entry = self._entries.get(descriptor)
+        return entry is not None and entry.owner == owner
 
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(list(self._entries.values()))
+    def entries(self, owner: str | None = None) -> list[Entry]:
+        """The open sockets of `owner`, or of everyone."""
+        return [entry for entry in self._entries.values() if owner is None or entry.owner == owner]
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def close(self, descriptor: int) -> bool:
-        entry = self._entries.pop(descriptor, None)
-        if entry is None:
+    def close(self, descriptor: int, owner: str) -> bool:
+        if not self.is_open(descriptor, owner):
             return False
-        entry.close()
+        self._entries.pop(descriptor).close()
         return True
 
+    def reap(self, idle_timeout: float) -> list[Entry]:
+        """Close the sockets no call has touched for `idle_timeout` seconds, and remember them."""
+        now = time.monotonic()
+        idle = [entry for entry in self._entries.values()
+                if now - entry.last_call > idle_timeout and not entry.busy]
+        for entry in idle:
+            self._entries.pop(entry.descriptor).close()
+            if len(self._reaped) >= REAPED_REMEMBERED:
+                self._reaped.pop(next(iter(self._reaped)))
+            self._reaped[entry.descriptor] = (entry.owner, now - entry.last_call)
+        return idle
+
     def close_all(self) -> None:
-        for descriptor in list(self._entries):
-            self.close(descriptor)
+        for entry in self._entries.values():
+            entry.close()
+        self._entries.clear()
+
+
+REAPED_REMEMBERED = 100_000
+"""Reaped descriptors remembered, so a later call can say why the socket is gone."""

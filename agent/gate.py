@@ -1,21 +1,34 @@
-"""ASGI middleware in front of every route: the token check and the boot id on every response."""
+"""ASGI middleware in front of every route: who is calling, from where, and the boot id on every answer.
+
+In order: the bearer token names the principal (401 without one); the Host header must be a name
+the agent serves under, so a web page cannot reach a loopback agent by DNS rebinding; a browser's
+Origin must be one the agent was told to allow.
+"""
 
 import hmac
+import ipaddress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol import BOOT_HEADER, HEALTH_PATH, ErrorBody, ErrorCode, ErrorDetail
 
+from .audit import Audit
+from .settings import Principal
+
 _HINT = "pass the token the agent printed at start as the header 'Authorization: Bearer <token>'"
+PRINCIPAL = "engee.principal"
+"""The scope key under which the calling principal travels to the endpoints."""
 
 
 class Gate:
-    """Refuses any call without the right bearer token (401) before anything else is looked at."""
-
-    def __init__(self, app: ASGIApp, token: str, boot_id: str) -> None:
+    def __init__(self, app: ASGIApp, principals: tuple[Principal, ...], boot_id: str,
+                 allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...], audit: Audit) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.tokens = [(f"Bearer {p.token}".encode(), p) for p in principals]
         self.boot = (BOOT_HEADER.lower().encode(), boot_id.encode())
+        self.hosts = {"localhost", *(name.lower() for name in allowed_hosts)}
+        self.origins = set(allowed_origins)
+        self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,30 +41,56 @@ class Gate:
             await send(message)
 
         if scope["path"] != HEALTH_PATH:
-            problem = self._check(scope)
-            if problem:
-                await _unauthorized(problem, send_with_boot)
+            headers = dict(scope["headers"])
+            principal = self._principal(headers.get(b"authorization"))
+            refusal = self._refusal(principal, headers)
+            if refusal:
+                self.audit.record(principal.name if principal else "-", scope["path"], f"{refusal[0].value}: {refusal[1]}")
+                await _refuse(*refusal, send_with_boot)
                 return
+            scope[PRINCIPAL] = principal
         await self.app(scope, receive, send_with_boot)
 
-    def _check(self, scope: Scope) -> str | None:
-        given = next((value for name, value in scope["headers"] if name == b"authorization"), None)
-        if given is None:
-            return f"missing token: {_HINT}"
-        if not hmac.compare_digest(given, self.expected):
-            return f"wrong token: {_HINT}"
+    def _principal(self, given: bytes | None) -> Principal | None:
+        found = None
+        for expected, principal in self.tokens:  # compare with every token: the time tells nothing
+            if given is not None and hmac.compare_digest(given, expected):
+                found = principal
+        return found
+
+    def _refusal(self, principal: Principal | None, headers: dict[bytes, bytes]) -> tuple[ErrorCode, str] | None:
+        if principal is None:
+            problem = "missing token" if b"authorization" not in headers else "wrong token"
+            return ErrorCode.UNAUTHORIZED, f"{problem}: {_HINT}"
+        host = _hostname(headers.get(b"host", b"").decode("latin-1"))
+        if not _is_ip(host) and host not in self.hosts:
+            return ErrorCode.PERMISSION_DENIED, (f"this agent does not answer to the host name {host!r}; start it with "
+                                                 f"--allow-host {host or 'NAME'} if that is how it is reached")
+        origin = headers.get(b"origin")
+        if origin is not None and origin.decode("latin-1") not in self.origins:
+            return ErrorCode.PERMISSION_DENIED, (f"calls from the web origin {origin.decode('latin-1')!r} are not "
+                                                 "allowed; start the agent with --allow-origin to allow one")
         return None
 
 
-async def _unauthorized(message: str, send: Send) -> None:
-    body = ErrorBody(error=ErrorDetail(code=ErrorCode.UNAUTHORIZED, message=message)).to_json().encode()
-    await send({
-        "type": "http.response.start",
-        "status": ErrorCode.UNAUTHORIZED.status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="engee-agent"'),
-        ],
-    })
+def _hostname(host: str) -> str:
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0].lower() if ":" in host else host.lower()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _refuse(code: ErrorCode, message: str, send: Send) -> None:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message)).to_json().encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if code is ErrorCode.UNAUTHORIZED:
+        headers.append((b"www-authenticate", b'Bearer realm="engee-agent"'))
+    await send({"type": "http.response.start", "status": code.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

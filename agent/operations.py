@@ -2,16 +2,24 @@
 
 Every socket is non-blocking; an operation tries the call, and on BlockingIOError waits for
 readiness on the event loop, so a call waiting on one socket never delays a call on another.
+Each operation acts for one principal, within the destination policy and the limits.
 """
 
 import asyncio
 import errno
+import ipaddress
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from protocol import ErrorCode
 from protocol import models as m
 
 from .descriptors import FAMILIES, TYPES, DescriptorTable, Entry
+from .faults import Fault
+from .policy import IPAddress, Policy
+from .settings import Limits, Principal
 
 _GAI_ERRORS = {getattr(socket, name): name for name in dir(socket) if name.startswith("EAI_")}
 
@@ -19,42 +27,49 @@ _GAI_ERRORS = {getattr(socket, name): name for name in dir(socket) if name.start
 class Operations:
     """The Sockets methods over a descriptor table; method names match the method table."""
 
-    def __init__(self, table: DescriptorTable) -> None:
+    def __init__(self, table: DescriptorTable, policy: Policy, limits: Limits) -> None:
         self.table = table
+        self.policy = policy
+        self.limits = limits
+        self._waiting = 0
 
-    async def socket(self, request: m.SocketRequest) -> m.SocketInfo:
+    async def socket(self, request: m.SocketRequest, principal: Principal) -> m.SocketInfo:
+        self._check_room(principal)
         sock = socket.socket(FAMILIES[request.family], TYPES[request.socket_type])
-        return self.table.add(sock).info()
+        return self.table.add(sock, principal.name).info()
 
-    async def describe(self, request: m.DescriptorRequest) -> m.SocketInfo:
-        return self.table.get(request.descriptor).info()
+    async def describe(self, request: m.DescriptorRequest, principal: Principal) -> m.SocketInfo:
+        return self.table.get(request.descriptor, principal.name).info()
 
-    async def bind(self, request: m.BindRequest) -> m.SocketInfo:
-        entry = self.table.get(request.descriptor)
-        entry.sock.bind(await self._resolve(entry, request.host, request.port))
+    async def bind(self, request: m.BindRequest, principal: Principal) -> m.SocketInfo:
+        entry = self.table.get(request.descriptor, principal.name)
+        entry.sock.bind(await self._resolve(entry, "bind", request.host, request.port))
         return entry.info()
 
-    async def listen(self, request: m.ListenRequest) -> m.SocketInfo:
-        entry = self.table.get(request.descriptor)
+    async def listen(self, request: m.ListenRequest, principal: Principal) -> m.SocketInfo:
+        entry = self.table.get(request.descriptor, principal.name)
         _require_stream(entry, "listen")
         entry.sock.listen(request.backlog)
         entry.listening = True
         return entry.info()
 
-    async def accept(self, request: m.AcceptRequest) -> m.AcceptResponse:
-        entry = self.table.get(request.descriptor)
+    async def accept(self, request: m.AcceptRequest, principal: Principal) -> m.AcceptResponse:
+        entry = self.table.get(request.descriptor, principal.name)
         _require_stream(entry, "accept")
         if not entry.listening:
             raise OSError(errno.EINVAL, "accept needs a listening socket: call listen first")
-        result = await _attempt(entry, entry.reader, request.wait, False, entry.sock.accept)
+        self._check_room(principal)
+        async with self._wait_slot():
+            result = await _attempt(entry, entry.reader, request.wait, False, entry.sock.accept)
         if result is None:
             return m.AcceptResponse(pending=True)
         conn, (host, port, *_) = result
-        return m.AcceptResponse(descriptor=self.table.add(conn).descriptor, peer=m.Address(host=host, port=port))
+        accepted = self.table.add(conn, principal.name)
+        return m.AcceptResponse(descriptor=accepted.descriptor, peer=m.Address(host=host, port=port))
 
-    async def connect(self, request: m.ConnectRequest) -> m.ConnectResponse:
-        entry = self.table.get(request.descriptor)
-        target = await self._resolve(entry, request.host, request.port)
+    async def connect(self, request: m.ConnectRequest, principal: Principal) -> m.ConnectResponse:
+        entry = self.table.get(request.descriptor, principal.name)
+        target = await self._resolve(entry, "connect", request.host, request.port)
         if not entry.stream:
             entry.sock.connect(target)
             return _connected(entry)
@@ -63,15 +78,16 @@ class Operations:
             entry.connecting = asyncio.create_task(_connect_stream(entry, target))
         elif entry.connect_target != target:
             raise OSError(errno.EALREADY, "a connect to another address is in progress")
-        done, _ = await asyncio.wait({entry.connecting}, timeout=request.wait)
+        async with self._wait_slot():
+            done, _ = await asyncio.wait({entry.connecting}, timeout=request.wait)
         if not done:
             return m.ConnectResponse(pending=True)
         task, entry.connecting = entry.connecting, None
         task.result()
         return _connected(entry)
 
-    async def send(self, request: m.SendRequest) -> m.SendResponse:
-        entry = self.table.get(request.descriptor)
+    async def send(self, request: m.SendRequest, principal: Principal) -> m.SendResponse:
+        entry = self.table.get(request.descriptor, principal.name)
         if not entry.stream:
             await _attempt(entry, entry.writer, None, True, lambda: entry.sock.send(request.data))
             return m.SendResponse(sent=len(request.data))
@@ -84,34 +100,73 @@ class Operations:
                     await entry.wait_ready(write=True, timeout=None)
         return m.SendResponse(sent=sent)
 
-    async def receive(self, request: m.ReceiveRequest) -> m.ReceiveResponse:
-        entry = self.table.get(request.descriptor)
-        if entry.stream:
-            data = await _attempt(entry, entry.reader, request.wait, False, lambda: entry.sock.recv(request.bufsize))
-            if data is None:
-                return m.ReceiveResponse(pending=True)
-            return m.ReceiveResponse(data=data, eof=not data)
-        result = await _attempt(entry, entry.reader, request.wait, False, lambda: entry.sock.recvfrom(request.bufsize))
+    async def receive(self, request: m.ReceiveRequest, principal: Principal) -> m.ReceiveResponse:
+        entry = self.table.get(request.descriptor, principal.name)
+        if request.bufsize > self.limits.max_bufsize:
+            raise Fault(ErrorCode.PAYLOAD_TOO_LARGE,
+                        f"bufsize {request.bufsize} is over the agent's limit max_bufsize = {self.limits.max_bufsize}")
+        size = request.bufsize
+        call = (lambda: entry.sock.recv(size)) if entry.stream else (lambda: entry.sock.recvfrom(size))
+        async with self._wait_slot():
+            result = await _attempt(entry, entry.reader, request.wait, False, call)
         if result is None:
             return m.ReceiveResponse(pending=True)
+        if entry.stream:
+            return m.ReceiveResponse(data=result, eof=not result)
         data, (host, port, *_) = result
         return m.ReceiveResponse(data=data, peer=m.Address(host=host, port=port))
 
-    async def is_open(self, request: m.IsOpenRequest) -> m.IsOpenResponse:
-        return m.IsOpenResponse(open=request.descriptor in self.table)
+    async def is_open(self, request: m.IsOpenRequest, principal: Principal) -> m.IsOpenResponse:
+        return m.IsOpenResponse(open=self.table.is_open(request.descriptor, principal.name))
 
-    async def close(self, request: m.DescriptorRequest) -> m.CloseResponse:
-        return m.CloseResponse(closed=self.table.close(request.descriptor))
+    async def close(self, request: m.DescriptorRequest, principal: Principal) -> m.CloseResponse:
+        return m.CloseResponse(closed=self.table.close(request.descriptor, principal.name))
 
-    async def _resolve(self, entry: Entry, host: str, port: int) -> tuple:
-        """Resolve on the agent: the notebook's DNS is not the lab's."""
+    async def sockets(self, request: m.ListRequest, principal: Principal) -> m.SocketList:
+        if request.everyone and not principal.admin:
+            raise Fault(ErrorCode.PERMISSION_DENIED, f"only an admin may list everyone's sockets; {principal.name} is not one")
+        entries = self.table.entries(None if request.everyone else principal.name)
+        return m.SocketList(sockets=[entry.info() for entry in entries])
+
+    def _check_room(self, principal: Principal) -> None:
+        if len(self.table) >= self.limits.sockets_total:
+            raise Fault(ErrorCode.LIMIT_EXCEEDED,
+                        f"the agent has {len(self.table)} sockets open, its limit sockets_total; close some first")
+        if len(self.table.entries(principal.name)) >= self.limits.sockets_per_principal:
+            raise Fault(ErrorCode.LIMIT_EXCEEDED, f"{principal.name} has {self.limits.sockets_per_principal} sockets "
+                                                  "open, the limit sockets_per_principal; close some first")
+
+    @asynccontextmanager
+    async def _wait_slot(self) -> AsyncIterator[None]:
+        if self._waiting >= self.limits.waits_total:
+            raise Fault(ErrorCode.LIMIT_EXCEEDED,
+                        f"{self._waiting} blocking calls are waiting already, the limit waits_total; try again later")
+        self._waiting += 1
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+
+    async def _resolve(self, entry: Entry, action: str, host: str, port: int) -> tuple:
+        """Resolve on the agent (the notebook's DNS is not the lab's), then apply the policy."""
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, family=entry.sock.family, type=entry.sock.type)
         except socket.gaierror as exc:
             name = _GAI_ERRORS.get(exc.errno, "EAI_FAIL")
             raise OSError(exc.errno, f"cannot resolve {host!r} for {entry.family}: {exc.strerror} ({name})") from None
-        return infos[0][4]
+        address = infos[0][4]
+        refusal = await self.policy.refusal(action, address[0], address[1], self._resolve_rule_name)
+        if refusal:
+            raise Fault(ErrorCode.PERMISSION_DENIED, refusal)
+        return address
+
+    async def _resolve_rule_name(self, name: str) -> set[IPAddress]:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(name, None)
+        except socket.gaierror:
+            return set()
+        return {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
 
 
 async def _attempt(entry: Entry, lock: asyncio.Lock, wait: float | None, write: bool, call):

@@ -45,6 +45,7 @@ METHODS: dict[str, Method] = {
         Method("receive", m.ReceiveRequest, m.ReceiveResponse, "Receive up to bufsize bytes, or one datagram."),
         Method("is_open", m.IsOpenRequest, m.IsOpenResponse, "Whether a descriptor is open."),
         Method("close", m.DescriptorRequest, m.CloseResponse, "Close a socket; closing twice is not an error."),
+        Method("sockets", m.ListRequest, m.SocketList, "The caller's open sockets; an admin may ask for everyone's."),
     )
 }
 

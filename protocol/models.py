@@ -60,6 +60,15 @@ class SocketInfo(Response):
     local: Address | None = None
     peer: Address | None = None
     listening: bool = False
+    owner: str | None = Field(default=None, description="The principal whose socket it is.")
+
+
+class ListRequest(Request):
+    everyone: bool = Field(default=False, description="Every principal's sockets; admins only.")
+
+
+class SocketList(Response):
+    sockets: list[SocketInfo]
 
 
 class BindRequest(DescriptorRequest):

@@ -1,0 +1,121 @@
+"""Where sockets may connect and what they may bind: allow and deny rules, checked after resolution.
+
+A rule is an address part and an optional port part: `10.1.2.0/24`, `10.1.2.3:502`,
+`plc.lab:1-1024`, `[fd00::/8]:5000-5999`, `*:53`. A host-name rule matches the addresses the
+name resolves to on the agent, so a name cannot dodge an address rule and an address cannot dodge
+a name rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str], Awaitable[set[IPAddress]]]
+
+_RULE = re.compile(r"^(?:\[(?P<bracketed>[^\]]+)\]|(?P<plain>[^:\[\]]+|[0-9a-fA-F:]+(?:/\d+)?))(?::(?P<ports>\d+(?:-\d+)?))?$")
+
+DEFAULT_CONNECT_DENY = ("169.254.169.254", "[fd00:ec2::254]")
+"""Cloud metadata services: on a cloud VM they hand out credentials, and no lab device lives there."""
+
+
+class PolicyError(ValueError):
+    """A rule that cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One allow or deny rule: a network or a host name, and a port range."""
+
+    text: str
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    hostname: str | None = None
+    ports: range = range(0, 65536)
+
+    @classmethod
+    def parse(cls, text: str) -> Rule:
+        text = text.strip()
+        if text.count(":") > 1 and "[" not in text:  # a bare IPv6 address or network, no port part
+            address, ports = text, None
+        else:
+            match = _RULE.match(text)
+            if not match:
+                raise PolicyError(f"rule {text!r}: expected ADDRESS[:PORT[-PORT]], e.g. 10.0.0.0/8:502 or [::1]:1-1024")
+            address, ports = match["bracketed"] or match["plain"], match["ports"]
+        return cls(text, *_address_part(text, address), _port_range(text, ports))
+
+    async def matches(self, ip: IPAddress, port: int, resolve: Resolver) -> bool:
+        if port not in self.ports:
+            return False
+        if self.network is not None:
+            return ip.version == self.network.version and ip in self.network
+        if self.hostname is None:
+            return True
+        return ip in await resolve(self.hostname)
+
+
+def _address_part(text: str, address: str) -> tuple:
+    if address == "*":
+        return None, None
+    try:
+        return ipaddress.ip_network(address, strict=False), None
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", address):
+        raise PolicyError(f"rule {text!r}: {address!r} is neither a network (CIDR), an address nor a host name")
+    return None, address.lower()
+
+
+def _port_range(text: str, ports: str | None) -> range:
+    if ports is None:
+        return range(0, 65536)
+    low, _, high = ports.partition("-")
+    first, last = int(low), int(high or low)
+    if not 0 <= first <= last <= 65535:
+        raise PolicyError(f"rule {text!r}: port range {ports} is not within 0..65535 in ascending order")
+    return range(first, last + 1)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Deny rules win; then, when there are allow rules, one of them must match."""
+
+    allow: tuple[Rule, ...] = ()
+    deny: tuple[Rule, ...] = ()
+
+    @classmethod
+    def parse(cls, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> RuleSet:
+        return cls(tuple(map(Rule.parse, allow)), tuple(map(Rule.parse, deny)))
+
+    async def refusal(self, ip: IPAddress, port: int, resolve: Resolver) -> str | None:
+        """Why `ip:port` is refused, naming the rule, or None when it is allowed."""
+        for rule in self.deny:
+            if await rule.matches(ip, port, resolve):
+                return f"is refused by deny rule {rule.text!r}"
+        if not self.allow:
+            return None
+        for rule in self.allow:
+            if await rule.matches(ip, port, resolve):
+                return None
+        return f"matches no allow rule ({', '.join(rule.text for rule in self.allow)})"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules for connect (and UDP peers) and for bind."""
+
+    connect: RuleSet = field(default_factory=lambda: RuleSet.parse(deny=DEFAULT_CONNECT_DENY))
+    bind: RuleSet = field(default_factory=RuleSet)
+
+    async def refusal(self, action: str, ip: str, port: int, resolve: Resolver) -> str | None:
+        rules = self.connect if action == "connect" else self.bind
+        address = ipaddress.ip_address(ip.split("%")[0])  # drop an IPv6 zone id
+        reason = await rules.refusal(address, port, resolve)
+        return None if reason is None else f"{action} to {_show(ip, port)} {reason}"
+
+
+def _show(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

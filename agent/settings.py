@@ -1,0 +1,202 @@
+"""The agent's settings: command-line flags over a TOML config file over environment variables.
+
+    engee-agent --config agent.toml --allow 10.1.2.0/24 --allow-host labpc.local
+
+A config file may name several principals, each with its own token:
+
+    host = "0.0.0.0"
+    allowed_hosts = ["labpc.local"]
+    [principals.alice]
+    token = "..."
+    [principals.admin]
+    token = "..."
+    admin = true
+    [policy]
+    connect_allow = ["10.1.2.0/24", "plc.lab:502"]
+    [limits]
+    sockets_per_principal = 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from protocol import MAX_PAYLOAD
+
+from .policy import DEFAULT_CONNECT_DENY, Policy, PolicyError, RuleSet
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8700
+TOKEN_VARIABLE = "ENGEE_AGENT_TOKEN"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: each has its own token and sees only its own sockets; an admin may list all."""
+
+    name: str
+    token: str
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one agent gives out; each refusal names the limit it hit."""
+
+    sockets_per_principal: int = 256
+    sockets_total: int = 1024
+    max_bufsize: int = MAX_PAYLOAD
+    max_body: int = MAX_PAYLOAD * 4 // 3 + 64 * 1024
+    """A maximal payload in base64 plus room for the other fields."""
+    waits_total: int = 256
+    """Blocking calls (accept, connect, receive) waiting at once."""
+    idle_timeout: float = 3600.0
+    """Seconds a socket may go without a call before the agent closes it; 0 never reaps."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    principals: tuple[Principal, ...] = ()
+    token_generated: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (besides localhost and IP literals) the agent answers to: the DNS-rebinding guard."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call (CORS); none by default."""
+    policy: Policy = field(default_factory=Policy)
+    limits: Limits = field(default_factory=Limits)
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    audit_log: str | None = None
+    log_level: str = "warning"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_certfile else "http"
+
+
+class SettingsError(ValueError):
+    """A flag or config entry that does not make sense, with what to change."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="engee-agent", description="Own real sockets on this machine for a remote notebook.")
+    p.add_argument("--config", metavar="FILE", help="TOML file with any of these settings, principals, policy and limits")
+    p.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST}); keep loopback unless a notebook "
+                                  "on another machine must reach this one directly")
+    p.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT}); 0 picks a free one")
+    p.add_argument("--token", help=f"the token every call must carry (default ${TOKEN_VARIABLE}; when neither this "
+                                   "nor principals in --config are given, a random one is generated and printed)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a host name the agent is reached by (besides localhost and IP addresses); repeatable")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a browser origin allowed to call the agent (CORS), e.g. https://engee.example; repeatable")
+    for action in ("connect", "bind"):
+        p.add_argument(f"--allow-{action}", action="append", default=[], metavar="RULE",
+                       help=f"{action} only to addresses matching a rule: CIDR or host name, optional :PORT or "
+                            ":LOW-HIGH, e.g. 10.1.2.0/24:502; repeatable (default: anywhere)")
+        p.add_argument(f"--deny-{action}", action="append", default=[], metavar="RULE",
+                       help=f"never {action} to addresses matching a rule; repeatable")
+    p.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--ssl-keyfile", metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument("--audit-log", metavar="FILE", help="append audit lines here (default: standard error)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="how much to log to standard error (default warning)")
+    return p
+
+
+def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Settings from the command line, the config file it names, and the environment."""
+    environ = os.environ if environ is None else environ
+    args = parser().parse_args(argv)
+    config = _read_config(args.config) if args.config else {}
+    try:
+        return _build(args, config, environ)
+    except (PolicyError, TypeError) as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise SettingsError(f"cannot read --config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"--config {path} is not valid TOML: {exc}") from None
+
+
+def _build(args: argparse.Namespace, config: dict[str, Any], environ: dict[str, str]) -> Settings:
+    known = {"host", "port", "principals", "allowed_hosts", "allowed_origins", "policy", "limits",
+             "ssl_certfile", "ssl_keyfile", "audit_log", "log_level"}
+    if unknown := set(config) - known:
+        raise SettingsError(f"unknown config entries: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    port = _pick(args.port, config.get("port"), DEFAULT_PORT)
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise SettingsError(f"port {port!r} is outside 0..65535")
+    principals, generated = _principals(args.token, config.get("principals", {}), environ)
+    policy_config = config.get("policy", {})
+    settings = Settings(
+        host=_pick(args.host, config.get("host"), DEFAULT_HOST),
+        port=port,
+        principals=principals,
+        token_generated=generated,
+        allowed_hosts=tuple(config.get("allowed_hosts", ())) + tuple(args.allow_host),
+        allowed_origins=tuple(config.get("allowed_origins", ())) + tuple(args.allow_origin),
+        policy=Policy(
+            connect=RuleSet.parse([*policy_config.get("connect_allow", ()), *args.allow_connect],
+                                  [*DEFAULT_CONNECT_DENY, *policy_config.get("connect_deny", ()), *args.deny_connect]),
+            bind=RuleSet.parse([*policy_config.get("bind_allow", ()), *args.allow_bind],
+                               [*policy_config.get("bind_deny", ()), *args.deny_bind]),
+        ),
+        limits=_limits(config.get("limits", {})),
+        ssl_certfile=_pick(args.ssl_certfile, config.get("ssl_certfile"), None),
+        ssl_keyfile=_pick(args.ssl_keyfile, config.get("ssl_keyfile"), None),
+        audit_log=_pick(args.audit_log, config.get("audit_log"), None),
+        log_level=_pick(args.log_level, config.get("log_level"), "warning"),
+    )
+    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
+        raise SettingsError("--ssl-certfile and --ssl-keyfile go together")
+    return settings
+
+
+def _pick(flag: Any, configured: Any, default: Any) -> Any:
+    return flag if flag is not None else configured if configured is not None else default
+
+
+def _principals(token: str | None, configured: dict[str, Any], environ: dict[str, str]) -> tuple[tuple[Principal, ...], bool]:
+    principals = []
+    for name, entry in configured.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str) or len(entry["token"]) < 16:
+            raise SettingsError(f"principal {name!r} needs a token of at least 16 characters")
+        principals.append(Principal(name, entry["token"], bool(entry.get("admin", False))))
+    token = token or environ.get(TOKEN_VARIABLE)
+    generated = not token and not principals
+    if generated:
+        token = secrets.token_urlsafe(24)
+    if token:
+        principals.insert(0, Principal("owner", token, admin=True))
+    tokens = [principal.token for principal in principals]
+    if len(set(tokens)) != len(tokens):
+        raise SettingsError("two principals share a token; each needs its own")
+    return tuple(principals), generated
+
+
+def _limits(configured: dict[str, Any]) -> Limits:
+    names = {f.name for f in fields(Limits)}
+    if unknown := set(configured) - names:
+        raise SettingsError(f"unknown limits: {', '.join(sorted(unknown))} (known: {', '.join(sorted(names))})")
+    limits = replace(Limits(), **configured)
+    for name in names:
+        value = getattr(limits, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise SettingsError(f"limit {name} = {value!r} must be a number >= 0")
+    if not 1 <= limits.max_bufsize <= MAX_PAYLOAD:
+        raise SettingsError(f"limit max_bufsize must be within 1..{MAX_PAYLOAD}")
+    return limits
