@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"engee-agent: {exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        sock = listening_socket(settings.host, settings.port)
+        sock = socket.socket(fileno=settings.fd) if settings.fd is not None else listening_socket(settings.host, settings.port)
     except OSError as exc:
-        sys.exit(f"engee-agent: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+        where = f"file descriptor {settings.fd}" if settings.fd is not None else f"{settings.host}:{settings.port}"
+        sys.exit(f"engee-agent: cannot listen on {where}: {exc.strerror or exc}")
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     print(banner(f"{settings.scheme}://{shown}:{port}", settings), flush=True)

@@ -64,6 +64,7 @@ class Limits:
 class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    fd: int | None = None
     principals: tuple[Principal, ...] = ()
     token_generated: bool = False
     allowed_hosts: tuple[str, ...] = ()
@@ -92,6 +93,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST}); keep loopback unless a notebook "
                                   "on another machine must reach this one directly")
     p.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT}); 0 picks a free one")
+    p.add_argument("--fd", type=int, metavar="FD",
+                   help="serve on an inherited, listening socket with this file descriptor instead of --host/--port "
+                        "(socket activation, sandboxes)")
     p.add_argument("--token", help=f"the token every call must carry (default ${TOKEN_VARIABLE}; when neither this "
                                    "nor principals in --config are given, a random one is generated and printed)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
@@ -145,6 +149,7 @@ def _build(args: argparse.Namespace, config: dict[str, Any], environ: dict[str, 
     settings = Settings(
         host=_pick(args.host, config.get("host"), DEFAULT_HOST),
         port=port,
+        fd=args.fd,
         principals=principals,
         token_generated=generated,
         allowed_hosts=tuple(config.get("allowed_hosts", ())) + tuple(args.allow_host),
