@@ -5,7 +5,9 @@
     s.bind("127.0.0.1", 8888)                # or Sockets.bind(s, "127.0.0.1", 8888)
 """
 
-from protocol import AgentError, AgentRestartedError, AgentUnreachableError, AuthenticationError, ProtocolError
+from protocol import (
+    AgentError, AgentRestartedError, AgentUnreachableError, AuthenticationError, LimitExceededError, ProtocolError,
+)
 
 from .agent import Agent, DefaultAgent
 from .device import Socket
@@ -17,5 +19,5 @@ SOCKET = Sockets
 
 __all__ = [
     "SOCKET", "Agent", "AgentError", "AgentRestartedError", "AgentUnreachableError", "AuthenticationError",
-    "ProtocolError", "ResultUIntList", "Socket", "Sockets",
+    "LimitExceededError", "ProtocolError", "ResultUIntList", "Socket", "Sockets",
 ]

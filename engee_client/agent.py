@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from protocol import METHODS, AgentError
 from protocol.errors import describe_validation, is_type_error
-from protocol.models import AgentInfo, Response
+from protocol.models import AgentInfo, Response, SocketInfo
 
 from .device import Socket
 from .transport import HttpTransport
@@ -42,6 +42,10 @@ class Agent:
             raise ValueError(f"descriptor {socket_descriptor} on agent {self.url} is "
                              f"{info.family}/{info.socket_type}, not {family}/{socket_type}")
         return Socket(self, info, boot)
+
+    def sockets(self, everyone: bool = False) -> list[SocketInfo]:
+        """This caller's open sockets on the agent; `everyone=True` lists all principals' (admins only)."""
+        return self.call("sockets", everyone=everyone).sockets
 
     def info(self) -> AgentInfo:
         """The agent's identity, boot id, version and methods."""

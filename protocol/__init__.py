@@ -13,6 +13,7 @@ from .errors import (
     ErrorBody,
     ErrorCode,
     ErrorDetail,
+    LimitExceededError,
     ProtocolError,
     exception_for,
 )
@@ -23,6 +24,6 @@ from .version import BOOT_HEADER, META_HEADER, OCTET_STREAM, PREFIX, PROTOCOL_VE
 __all__ = [
     "AGENT_PATH", "BOOT_HEADER", "HEALTH_PATH", "MAX_PAYLOAD", "META_HEADER", "METHODS", "OCTET_STREAM",
     "PREFIX", "PROTOCOL_VERSION", "AgentError", "AgentRestartedError", "AgentUnreachableError",
-    "AuthenticationError", "ErrorBody", "ErrorCode", "ErrorDetail", "Method", "ProtocolError",
+    "AuthenticationError", "ErrorBody", "ErrorCode", "ErrorDetail", "LimitExceededError", "Method", "ProtocolError",
     "exception_for", "from_raw", "models", "to_bytes", "to_raw",
 ]

@@ -27,6 +27,10 @@ class AgentRestartedError(AgentError):
     """The agent restarted since the socket was created; its sockets are gone."""
 
 
+class LimitExceededError(AgentError):
+    """The agent refused a call because one of its limits was reached; the message names the limit."""
+
+
 class ProtocolError(AgentError):
     """The agent answered something this client does not understand."""
 
@@ -143,4 +147,6 @@ def exception_for(detail: ErrorDetail, where: str) -> Exception:
         return AuthenticationError(message)
     if detail.code is ErrorCode.AGENT_RESTARTED:
         return AgentRestartedError(message)
+    if detail.code is ErrorCode.LIMIT_EXCEEDED:
+        return LimitExceededError(message)
     return AgentError(message)
