@@ -22,7 +22,7 @@ from protocol.models import Address, AgentInfo
 
 from .audit import AUDITED, Audit
 from .descriptors import DescriptorTable
-from .faults import Fault
+from .faults import CallerGone, Fault
 from .gate import PRINCIPAL, Gate
 from .operations import Operations
 from .settings import Limits, Principal, Settings
@@ -115,7 +115,12 @@ def _endpoint(method: Method, operation: Callable[..., Awaitable[BaseModel]], bo
             if descriptor is not None and stale and stale != boot_id:
                 raise Fault(ErrorCode.AGENT_RESTARTED,
                             "the agent restarted since this socket was created; its sockets are gone")
-            result = await operation(call, principal)
+            if method.blocking:
+                result = await operation(call, principal, _disconnection(request))
+            else:
+                result = await operation(call, principal)
+        except CallerGone:
+            return Response(status_code=499)  # nobody is there to read it
         except Fault as fault:
             detail = ErrorDetail(code=fault.code, message=fault.message, method=method.name, descriptor=descriptor)
         except ValidationError as exc:
@@ -141,6 +146,16 @@ def _endpoint(method: Method, operation: Callable[..., Awaitable[BaseModel]], bo
 
 
 _REFUSALS = frozenset({ErrorCode.PERMISSION_DENIED, ErrorCode.LIMIT_EXCEEDED, ErrorCode.PAYLOAD_TOO_LARGE})
+
+
+def _disconnection(request: Request):
+    """A waiter that returns once the caller has disconnected (the body is read by then)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
 
 
 def _audit_subject(method: str, call: BaseModel | None, result: BaseModel | None) -> tuple:

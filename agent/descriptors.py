@@ -5,12 +5,15 @@ import errno
 import itertools
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from protocol import ErrorCode
 from protocol.models import Address, Family, SocketInfo, SocketType
 
-from .faults import Fault
+from .faults import CallerGone, Fault
+
+Gone = Callable[[], Awaitable[None]]
+"""Waits until the HTTP caller has disconnected."""
 
 FAMILIES: dict[str, socket.AddressFamily] = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6}
 TYPES: dict[str, socket.SocketKind] = {"SOCK_STREAM": socket.SOCK_STREAM, "SOCK_DGRAM": socket.SOCK_DGRAM}
@@ -65,8 +68,11 @@ class Entry:
             owner=self.owner,
         )
 
-    async def wait_ready(self, *, write: bool, timeout: float | None) -> bool:
-        """Wait until the socket is readable (or writable); False when `timeout` passed first."""
+    async def wait_ready(self, *, write: bool, timeout: float | None, gone: Gone | None = None) -> bool:
+        """Wait until the socket is readable (or writable); False when `timeout` passed first.
+
+        `gone` completes when the caller disconnects: then the wait ends with CallerGone.
+        """
         loop = asyncio.get_running_loop()
         fd = self.sock.fileno()
         ready = loop.create_future()
@@ -76,15 +82,21 @@ class Entry:
         else:
             loop.add_reader(fd, _wake, ready)
             self._waits[ready] = lambda: loop.remove_reader(fd)
+        watcher = asyncio.ensure_future(gone()) if gone is not None else None
         try:
-            done, _ = await asyncio.wait({ready}, timeout=timeout)
+            done, _ = await asyncio.wait({ready, watcher} - {None}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop = self._waits.pop(ready, None)
             if stop is not None:
                 stop()
-        if done:
+            if watcher is not None:
+                watcher.cancel()
+        if ready in done:
             ready.result()
-        return bool(done)
+            return True
+        if done:
+            raise CallerGone()
+        return False
 
     def close(self) -> None:
         for ready, stop in self._waits.items():

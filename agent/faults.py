@@ -10,3 +10,7 @@ class Fault(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class CallerGone(Exception):
+    """The HTTP caller disconnected while its call waited; the wait ended without taking any data."""

@@ -35,20 +35,23 @@ class Gate:
             await self.app(scope, receive, send)
             return
 
+        if scope["path"] == HEALTH_PATH:  # open to health checks, so it tells nothing, not even the boot id
+            await self.app(scope, receive, send)
+            return
+
         async def send_with_boot(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), self.boot]
             await send(message)
 
-        if scope["path"] != HEALTH_PATH:
-            headers = dict(scope["headers"])
-            principal = self._principal(headers.get(b"authorization"))
-            refusal = self._refusal(principal, headers)
-            if refusal:
-                self.audit.record(principal.name if principal else "-", scope["path"], f"{refusal[0].value}: {refusal[1]}")
-                await _refuse(*refusal, send_with_boot)
-                return
-            scope[PRINCIPAL] = principal
+        headers = dict(scope["headers"])
+        principal = self._principal(headers.get(b"authorization"))
+        refusal = self._refusal(principal, headers)
+        if refusal:
+            self.audit.record(principal.name if principal else "-", scope["path"], f"{refusal[0].value}: {refusal[1]}")
+            await _refuse(*refusal, send_with_boot)
+            return
+        scope[PRINCIPAL] = principal
         await self.app(scope, receive, send_with_boot)
 
     def _principal(self, given: bytes | None) -> Principal | None:

@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 from protocol import ErrorCode
 from protocol import models as m
 
-from .descriptors import FAMILIES, TYPES, DescriptorTable, Entry
-from .faults import Fault
+from .descriptors import FAMILIES, TYPES, DescriptorTable, Entry, Gone
+from .faults import CallerGone, Fault
 from .policy import IPAddress, Policy
 from .settings import Limits, Principal
 
@@ -53,36 +53,49 @@ class Operations:
         entry.listening = True
         return entry.info()
 
-    async def accept(self, request: m.AcceptRequest, principal: Principal) -> m.AcceptResponse:
+    async def accept(self, request: m.AcceptRequest, principal: Principal, gone: Gone | None = None) -> m.AcceptResponse:
         entry = self.table.get(request.descriptor, principal.name)
         _require_stream(entry, "accept")
         if not entry.listening:
             raise OSError(errno.EINVAL, "accept needs a listening socket: call listen first")
         self._check_room(principal)
         async with self._wait_slot():
-            result = await _attempt(entry, entry.reader, request.wait, False, entry.sock.accept)
+            result = await _attempt(entry, entry.reader, request.wait, False, entry.sock.accept, gone)
         if result is None:
             return m.AcceptResponse(pending=True)
         conn, (host, port, *_) = result
         accepted = self.table.add(conn, principal.name)
         return m.AcceptResponse(descriptor=accepted.descriptor, peer=m.Address(host=host, port=port))
 
-    async def connect(self, request: m.ConnectRequest, principal: Principal) -> m.ConnectResponse:
+    async def connect(self, request: m.ConnectRequest, principal: Principal, gone: Gone | None = None) -> m.ConnectResponse:
         entry = self.table.get(request.descriptor, principal.name)
         target = await self._resolve(entry, "connect", request.host, request.port)
         if not entry.stream:
             entry.sock.connect(target)
             return _connected(entry)
-        if entry.connecting is None:
+        task = entry.connecting
+        if task is None or (task.done() and entry.connect_target != target):
             entry.connect_target = target
-            entry.connecting = asyncio.create_task(_connect_stream(entry, target))
+            task = entry.connecting = asyncio.create_task(_connect_stream(entry, target))
+            await asyncio.sleep(0)  # let it start: a loopback connect may be done at once
         elif entry.connect_target != target:
             raise OSError(errno.EALREADY, "a connect to another address is in progress")
-        async with self._wait_slot():
-            done, _ = await asyncio.wait({entry.connecting}, timeout=request.wait)
-        if not done:
+        watcher = asyncio.ensure_future(gone()) if gone is not None else None
+        try:
+            async with self._wait_slot():
+                done, _ = await asyncio.wait({task, watcher} - {None}, timeout=request.wait,
+                                             return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if task not in done:
+            if done:
+                raise CallerGone()  # the connect goes on; a later call with the same address joins it
             return m.ConnectResponse(pending=True)
-        task, entry.connecting = entry.connecting, None
+        if entry.connecting is task:
+            entry.connecting = None
+        if task.cancelled():
+            raise OSError(errno.EBADF, "the socket was closed while connecting")
         task.result()
         return _connected(entry)
 
@@ -100,7 +113,7 @@ class Operations:
                     await entry.wait_ready(write=True, timeout=None)
         return m.SendResponse(sent=sent)
 
-    async def receive(self, request: m.ReceiveRequest, principal: Principal) -> m.ReceiveResponse:
+    async def receive(self, request: m.ReceiveRequest, principal: Principal, gone: Gone | None = None) -> m.ReceiveResponse:
         entry = self.table.get(request.descriptor, principal.name)
         if request.bufsize > self.limits.max_bufsize:
             raise Fault(ErrorCode.PAYLOAD_TOO_LARGE,
@@ -108,7 +121,7 @@ class Operations:
         size = request.bufsize
         call = (lambda: entry.sock.recv(size)) if entry.stream else (lambda: entry.sock.recvfrom(size))
         async with self._wait_slot():
-            result = await _attempt(entry, entry.reader, request.wait, False, call)
+            result = await _attempt(entry, entry.reader, request.wait, False, call, gone)
         if result is None:
             return m.ReceiveResponse(pending=True)
         if entry.stream:
@@ -169,7 +182,7 @@ class Operations:
         return {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
 
 
-async def _attempt(entry: Entry, lock: asyncio.Lock, wait: float | None, write: bool, call):
+async def _attempt(entry: Entry, lock: asyncio.Lock, wait: float | None, write: bool, call, gone: Gone | None = None):
     """Run a non-blocking `call` under `lock` until it succeeds; None when `wait` seconds pass first."""
     loop = asyncio.get_running_loop()
     deadline = None if wait is None else loop.time() + wait
@@ -187,7 +200,7 @@ async def _attempt(entry: Entry, lock: asyncio.Lock, wait: float | None, write: 
             except BlockingIOError:
                 pass
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            if not await entry.wait_ready(write=write, timeout=remaining):
+            if not await entry.wait_ready(write=write, timeout=remaining, gone=gone):
                 return None
     finally:
         lock.release()

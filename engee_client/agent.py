@@ -16,13 +16,20 @@ from .transport import HttpTransport
 
 URL_VARIABLE = "ENGEE_AGENT_URL"
 TOKEN_VARIABLE = "ENGEE_AGENT_TOKEN"
+CA_VARIABLE = "ENGEE_AGENT_CA"
 
 
 class Agent:
-    """An agent at `url`; `token` defaults to $ENGEE_AGENT_TOKEN, `verify` is a bool or a CA file."""
+    """An agent at `url`; `token` defaults to $ENGEE_AGENT_TOKEN.
 
-    def __init__(self, url: str, token: str | None = None, *, verify: bool | str = True) -> None:
+    `verify` checks an https agent's certificate: True for the system's CAs, or the path of a CA
+    file for a self-signed setup (default $ENGEE_AGENT_CA when set).
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, verify: bool | str | None = None) -> None:
         token = token or os.environ.get(TOKEN_VARIABLE)
+        if verify is None:
+            verify = os.environ.get(CA_VARIABLE) or True
         if not token:
             raise AgentError(f"no token for the agent at {url}: pass token=... or set {TOKEN_VARIABLE}")
         self._transport = HttpTransport(url, token, verify=verify)
@@ -96,7 +103,7 @@ for _name in METHODS:
 
 
 class DefaultAgent(Agent):
-    """The agent named by $ENGEE_AGENT_URL and $ENGEE_AGENT_TOKEN, configured on first use."""
+    """The agent named by $ENGEE_AGENT_URL and $ENGEE_AGENT_TOKEN (and $ENGEE_AGENT_CA), configured on first use."""
 
     def __init__(self) -> None:  # noqa: D107 - nothing happens until first use
         pass

@@ -18,6 +18,12 @@ MAX_PAYLOAD = 16 * 1024 * 1024
 
 PAYLOAD_FIELD = "data"
 
+MAX_INT_LIST = 65536
+"""Longest payload accepted as a list of ints: that form is for people; bulk goes as base64 or raw."""
+
+MAX_META = 8192
+"""Longest meta header: it only ever holds a few scalar fields."""
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -47,6 +53,9 @@ def _decode(value: Any) -> bytes:
         except binascii.Error as exc:
             raise ValueError(f"payload is not valid base64: {exc}") from None
     else:
+        if isinstance(value, list) and len(value) > MAX_INT_LIST:
+            raise ValueError(f"a list of ints holds at most {MAX_INT_LIST} bytes; send bulk data as base64 "
+                             "or as an application/octet-stream body")
         try:
             data = to_bytes(value, PAYLOAD_FIELD)
         except TypeError as exc:  # pydantic reports only ValueError as a validation error
@@ -85,9 +94,11 @@ def to_raw(model: BaseModel) -> tuple[str, bytes]:
 
 def from_raw(model_type: type[Model], meta: str | None, body: bytes) -> Model:
     """Join a meta header value and a raw body back into a validated model."""
+    if meta and len(meta) > MAX_META:
+        raise ValueError(f"the meta header is over {MAX_META} characters")
     try:
         fields = json.loads(meta) if meta else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError("the meta header is not valid JSON") from None
     if not isinstance(fields, dict):
         raise ValueError("the meta header must be a JSON object")
