@@ -56,6 +56,8 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper = asyncio.create_task(_reap(table, settings.limits.idle_timeout, audit))
+        loop = asyncio.get_running_loop()
+        app.state.close_all = lambda: loop.call_soon_threadsafe(table.close_all)
         yield
         reaper.cancel()
         log.info("closing %d open sockets", len(table))

@@ -1,13 +1,20 @@
 """`engee-agent`: run the agent on this machine."""
 
 import logging
+import signal
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from .app import create_app
 from .settings import Settings, SettingsError, load
+
+
+SHUTDOWN_GRACE = 3.0
+"""Seconds calls in progress get after SIGTERM/SIGINT before they are cut and every socket is closed."""
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -54,7 +61,27 @@ def main(argv: list[str] | None = None) -> None:
     print(banner(f"{settings.scheme}://{shown}:{port}", settings), flush=True)
     # Sockets wait for readiness with add_reader/add_writer, which Windows has only on the selector loop.
     loop = "asyncio:SelectorEventLoop" if sys.platform == "win32" else "auto"
-    config = uvicorn.Config(create_app(settings), loop=loop, log_level=settings.log_level, access_log=False,
+    app = create_app(settings)
+    config = uvicorn.Config(app, loop=loop, log_level=settings.log_level, access_log=False,
                             timeout_keep_alive=75, server_header=False, date_header=False, proxy_headers=False,
-                            ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
-    uvicorn.Server(config).run(sockets=[sock])
+                            ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile,
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # uvicorn re-raises the signal that stopped it once it is done; a no-op handler turns
+        # that into a plain exit with status 0 after the graceful shutdown.
+        signal.signal(sig, lambda *_: None)
+    AgentServer(config, app).run(sockets=[sock])
+
+
+class AgentServer(uvicorn.Server):
+    """uvicorn, plus: at SIGTERM/SIGINT every socket closes at once, so waiting calls end with a clear error."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        close_all = getattr(self.app.state, "close_all", None)  # set once the app has started
+        if close_all is not None:
+            close_all()

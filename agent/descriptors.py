@@ -98,11 +98,11 @@ class Entry:
             raise CallerGone()
         return False
 
-    def close(self) -> None:
+    def close(self, reason: str = "the socket was closed while waiting") -> None:
         for ready, stop in self._waits.items():
             stop()
             if not ready.done():
-                ready.set_exception(OSError(errno.EBADF, "the socket was closed while waiting"))
+                ready.set_exception(OSError(errno.EBADF, reason))
         self._waits.clear()
         if self.connecting is not None:
             self.connecting.cancel()
@@ -124,6 +124,7 @@ class DescriptorTable:
         self._entries: dict[int, Entry] = {}
         self._numbers = itertools.count(1)
         self._reaped: dict[int, tuple[str, float]] = {}
+        self._closed_by = ""
 
     def add(self, sock: socket.socket, owner: str) -> Entry:
         sock.setblocking(False)
@@ -134,6 +135,8 @@ class DescriptorTable:
     def get(self, descriptor: int, owner: str) -> Entry:
         entry = self._entries.get(descriptor)
         if entry is None or entry.owner != owner:
+            if self._closed_by and descriptor in self._reaped:
+                raise Fault(ErrorCode.BAD_DESCRIPTOR, self._closed_by)
             reaped = self._reaped.get(descriptor)
             if reaped and reaped[0] == owner:
                 raise Fault(ErrorCode.BAD_DESCRIPTOR, f"descriptor {descriptor} was closed by the agent after "
@@ -171,10 +174,13 @@ class DescriptorTable:
             self._reaped[entry.descriptor] = (entry.owner, now - entry.last_call)
         return idle
 
-    def close_all(self) -> None:
+    def close_all(self, reason: str = "the agent is shutting down; its sockets are closed") -> None:
+        """Close every socket; waiting calls end with `reason`, later calls on them hear it too."""
         for entry in self._entries.values():
-            entry.close()
+            entry.close(reason)
+            self._reaped[entry.descriptor] = (entry.owner, 0.0)
         self._entries.clear()
+        self._closed_by = reason
 
 
 REAPED_REMEMBERED = 100_000

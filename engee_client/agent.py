@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from protocol import METHODS, AgentError
-from protocol.errors import describe_validation, is_type_error
+from protocol.errors import describe_validation, is_type_error, where
 from protocol.models import AgentInfo, Response, SocketInfo
 
 from .device import Socket
@@ -22,8 +22,8 @@ CA_VARIABLE = "ENGEE_AGENT_CA"
 class Agent:
     """An agent at `url`; `token` defaults to $ENGEE_AGENT_TOKEN.
 
-    `verify` checks an https agent's certificate: True for the system's CAs, or the path of a CA
-    file for a self-signed setup (default $ENGEE_AGENT_CA when set).
+    `verify` checks an https agent's certificate: True for httpx's default CA bundle (certifi, or
+    $SSL_CERT_FILE), or the path of a CA file for a self-signed setup (default $ENGEE_AGENT_CA).
     """
 
     def __init__(self, url: str, token: str | None = None, *, verify: bool | str | None = None) -> None:
@@ -80,9 +80,8 @@ class Agent:
         try:
             request = method.request(**fields)
         except ValidationError as exc:
-            where = f"{name}" + (f" on descriptor {fields['descriptor']}" if "descriptor" in fields else "")
             error = TypeError if is_type_error(exc) else ValueError
-            raise error(f"{where}: {describe_validation(exc)}") from None
+            raise error(f"{where(name, fields.get('descriptor'), self.url)}: {describe_validation(exc)}") from None
         return self._transport.call(method, request, boot=boot)
 
 

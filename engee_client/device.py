@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
 from protocol import AgentRestartedError, to_bytes
+from protocol.errors import where
 from protocol.models import LONG_POLL, Address, SocketInfo
 
 from .result import ResultUIntList
@@ -35,8 +37,9 @@ class Socket:
         self._update(info.local, info.peer)
 
     def listen(self, backlog: int = 128) -> None:
-        """Accept incoming TCP connections from now on."""
-        self._call("listen", backlog=backlog)
+        """Accept incoming TCP connections from now on (an unbound socket gets a free port)."""
+        info = self._call("listen", backlog=backlog)
+        self._update(info.local, info.peer)
 
     def accept(self, timeout: float | None = None) -> int:
         """Wait for a client and return the new connection's descriptor; TimeoutError after `timeout`."""
@@ -60,7 +63,7 @@ class Socket:
         """Up to `bufsize` bytes (TCP) or one datagram (UDP); None at end of stream or after `timeout`."""
         try:
             result = self._wait("receive", timeout, bufsize=bufsize)
-        except TimeoutError:
+        except _WaitExpired:
             return None
         if result.eof:
             return None
@@ -72,7 +75,10 @@ class Socket:
             if self._closed:
                 return False
             socket_descriptor = self.descriptor
-        return self._call("is_open", descriptor=socket_descriptor).open
+        try:
+            return self._call("is_open", descriptor=socket_descriptor).open
+        except AgentRestartedError:
+            return False  # the restart closed every socket of before
 
     def close(self) -> None:
         """Close the socket on the agent; closing again does nothing."""
@@ -108,8 +114,12 @@ class Socket:
 
     def _wait(self, method: str, timeout: float | None, **fields: object):
         """A blocking call as a series of bounded waits, so no HTTP timeout ever cuts it."""
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-            raise ValueError(f"{method}: timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(f"{self._where(method)}: timeout must be None or a number of seconds, "
+                                f"not {type(timeout).__name__}")
+            if not 0 <= timeout < math.inf:
+                raise ValueError(f"{self._where(method)}: timeout must be a finite number of seconds >= 0, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = LONG_POLL if deadline is None else min(LONG_POLL, max(0.0, deadline - time.monotonic()))
@@ -117,5 +127,11 @@ class Socket:
             if not result.pending:
                 return result
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"{method} on descriptor {self.descriptor} (agent {self.agent.url}): "
-                                   f"timed out after {timeout} s")
+                raise _WaitExpired(f"{self._where(method)}: timed out after {timeout} s")
+
+    def _where(self, method: str) -> str:
+        return where(method, self.descriptor, self.agent.url)
+
+
+class _WaitExpired(TimeoutError):
+    """The caller's own timeout passed; unlike an OS ETIMEDOUT from the agent, receive answers None."""

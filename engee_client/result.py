@@ -7,15 +7,19 @@ class ResultUIntList:
     `bytes(result)` and `len(result)` work too; `.address` is the sender of a datagram.
     """
 
-    __slots__ = ("_bytes", "address")
+    __slots__ = ("_bytes", "_list", "address")
 
     def __init__(self, data: bytes, address: tuple[str, int] | None = None) -> None:
         self._bytes = data
+        self._list: list[int] | None = None
         self.address = address
 
     @property
     def data(self) -> list[int]:
-        return list(self._bytes)
+        """Made once, on first use: the common case reads only bytes(result)."""
+        if self._list is None:
+            self._list = list(self._bytes)
+        return self._list
 
     def __bytes__(self) -> bytes:
         return self._bytes

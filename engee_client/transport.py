@@ -12,6 +12,7 @@ from protocol import (
     AGENT_PATH, BOOT_HEADER, METHODS, META_HEADER, OCTET_STREAM, AgentUnreachableError, ErrorBody, Method,
     ProtocolError, exception_for, from_raw, to_raw,
 )
+from protocol.errors import where as describe_call
 from protocol.models import Request, Response
 
 CONNECT_TIMEOUT = 10.0
@@ -25,7 +26,10 @@ class HttpTransport:
     def __init__(self, url: str, token: str, *, verify: bool | str = True) -> None:
         self.url = url.rstrip("/")
         if isinstance(verify, str):
-            verify = ssl.create_default_context(cafile=verify)
+            try:
+                verify = ssl.create_default_context(cafile=verify)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot use {verify!r} as the CA file for agent {self.url}: {exc}") from None
         self._pool = httpx.HTTPTransport(verify=verify, limits=httpx.Limits(max_keepalive_connections=32))
         self._auth = ("Authorization", f"Bearer {token}")
         self._urls = {name: httpx.URL(self.url + method.path) for name, method in METHODS.items()}
@@ -43,7 +47,7 @@ class HttpTransport:
             headers.append(("Content-Type", "application/json"))
         if method.raw_response:
             headers.append(("Accept", OCTET_STREAM))
-        where = _where(method, request, self.url)
+        where = describe_call(method.name, getattr(request, "descriptor", None), self.url)
         reply = self._send(httpx.Request("POST", self._urls[method.name], content=content, headers=headers,
                                          extensions={"timeout": _timeout(method, request)}), where)
         if reply.status_code >= 400:
@@ -88,11 +92,6 @@ def _error(reply: httpx.Response, where: str) -> Exception:
     except ValueError:
         return ProtocolError(f"{where}: HTTP {reply.status_code} without an error body: {reply.text[:200]!r}")
     return exception_for(detail, where)
-
-
-def _where(method: Method, request: Request, url: str) -> str:
-    descriptor = getattr(request, "descriptor", None)
-    return method.name + (f" on descriptor {descriptor}" if descriptor is not None else "") + f" (agent {url})"
 
 
 def _timeout(method: Method, request: Request) -> dict[str, float | None]:

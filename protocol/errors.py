@@ -92,6 +92,11 @@ class ErrorBody(BaseModel):
         return self.model_dump_json(exclude_none=True)
 
 
+def where(method: str, descriptor: int | None, agent: str) -> str:
+    """How every error message starts: the method, the descriptor and the agent."""
+    return method + (f" on descriptor {descriptor}" if descriptor is not None else "") + f" (agent {agent})"
+
+
 def describe_validation(exc: ValidationError) -> str:
     """One line naming each bad field and what is wrong with it."""
     return "; ".join(

@@ -8,6 +8,7 @@ what a person (or the seed's `Vector{UInt8}`) writes. For bulk data a model trav
 import base64
 import binascii
 import json
+import operator
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -28,22 +29,37 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def to_bytes(value: Any, name: str = "message") -> bytes:
-    """Bytes from bytes-like objects or a sequence of ints 0..255; TypeError/ValueError otherwise."""
+    """Bytes from bytes-likes (a numpy uint8 array too) or a sequence of ints 0..255.
+
+    A buffer of wider items (array('i'), numpy int32) is read item by item, never as raw memory.
+    Anything else is a TypeError, an item outside 0..255 a ValueError.
+    """
     if isinstance(value, bytes):
         return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise TypeError(
-            f"{name} must be bytes, bytearray, memoryview or a sequence of ints 0..255, "
-            f"not {type(value).__name__}"
-        )
-    for index, item in enumerate(value):
-        if not isinstance(item, int) or isinstance(item, bool):
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be bytes or a sequence of ints 0..255, not str: encode it first")
+    try:
+        view = memoryview(value)
+    except TypeError:
+        view = None
+    if view is not None and view.format in ("B", "c"):
+        return view.tobytes()
+    if view is not None:
+        items = view.tolist()
+    elif isinstance(value, Sequence):
+        items = value
+    else:
+        raise TypeError(f"{name} must be bytes, bytearray, memoryview or a sequence of ints 0..255, "
+                        f"not {type(value).__name__}")
+    numbers = []
+    for index, item in enumerate(items):
+        if isinstance(item, bool) or not hasattr(item, "__index__"):
             raise TypeError(f"{name}[{index}] must be an int 0..255, not {type(item).__name__}")
-        if not 0 <= item <= 255:
-            raise ValueError(f"{name}[{index}] = {item} is outside 0..255")
-    return bytes(value)
+        number = operator.index(item)
+        if not 0 <= number <= 255:
+            raise ValueError(f"{name}[{index}] = {number} is outside 0..255")
+        numbers.append(number)
+    return bytes(numbers)
 
 
 def _decode(value: Any) -> bytes:
