@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
@@ -34,6 +35,8 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     AGENT_VERSION = "0+unknown"
 
+_GATE_RESPONSES = {code.status: {"model": ErrorBody, "description": code.value}
+                   for code in (ErrorCode.UNAUTHORIZED, ErrorCode.PERMISSION_DENIED)}
 _ERROR_RESPONSES = {
     code.status: {"model": ErrorBody, "description": code.value}
     for code in (ErrorCode.UNAUTHORIZED, ErrorCode.PERMISSION_DENIED, ErrorCode.BAD_DESCRIPTOR, ErrorCode.OS_ERROR,
@@ -70,10 +73,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_api_route(
             method.path, _endpoint(method, getattr(operations, method.name), boot_id, settings.limits, audit),
             methods=["POST"], name=method.name, summary=method.doc, response_model=method.response,
-            responses=_ERROR_RESPONSES, openapi_extra={"requestBody": _request_body(method)},
+            responses={**_ERROR_RESPONSES, **_raw_response(method)},
+            openapi_extra={"requestBody": _request_body(method), "security": [{"bearer": []}]},
         )
 
-    @app.get(AGENT_PATH, response_model=AgentInfo, summary="Identity, version and methods of this agent.")
+    @app.get(AGENT_PATH, response_model=AgentInfo, summary="Identity, version and methods of this agent.",
+             responses=_GATE_RESPONSES, openapi_extra={"security": [{"bearer": []}]})
     async def identity() -> AgentInfo:
         return info
 
@@ -81,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.openapi = lambda: _openapi(app)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(Gate, principals=settings.principals, boot_id=boot_id, allowed_hosts=settings.allowed_hosts,
@@ -188,6 +194,9 @@ async def _read(method: Method, request: Request, max_body: int) -> BaseModel:
     return method.request.model_validate_json(body or b"{}")
 
 
+_META = {META_HEADER: {"description": "The model's other fields as JSON.", "schema": {"type": "string"}}}
+
+
 def _request_body(method: Method) -> dict:
     content = {"application/json": {"schema": method.request.model_json_schema()}}
     if method.raw_request:
@@ -195,7 +204,26 @@ def _request_body(method: Method) -> dict:
             "schema": {"type": "string", "format": "binary"},
             "description": f"The payload as raw bytes; the other fields as JSON in the {META_HEADER} header.",
         }
-    return {"required": False, "content": content}
+    required = any(field.is_required() for field in method.request.model_fields.values())
+    return {"required": required, "content": content}
+
+
+def _raw_response(method: Method) -> dict:
+    """The octet-stream form of a 200, for methods whose answer carries bytes."""
+    if not method.raw_response:
+        return {}
+    return {200: {"description": f"With Accept: {OCTET_STREAM}, the payload as the body", "headers": _META,
+                  "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document plus the bearer-token scheme every call but /healthz needs."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "The token the agent printed at start."}}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _error(detail: ErrorDetail) -> Response:
