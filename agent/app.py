@@ -13,9 +13,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from protocol import (
-    AGENT_PATH, BOOT_HEADER, HEALTH_PATH, META_HEADER, METHODS, OCTET_STREAM,
+    AGENT_PATH, BOOT_HEADER, CALL_HEADER, HEALTH_PATH, JSON, META_HEADER, METHODS, OCTET_STREAM,
     PROTOCOL_VERSION, ErrorBody, ErrorCode, ErrorDetail, Method, from_raw, to_raw,
 )
 from protocol.errors import code_for_status, describe_validation, detail_from_os_error
@@ -25,6 +26,7 @@ from .audit import AUDITED, Audit
 from .descriptors import DescriptorTable
 from .faults import CallerGone, Fault
 from .gate import PRINCIPAL, Gate
+from .ledger import Answer, Ledger, parse_call
 from .operations import Operations
 from .settings import Limits, Principal, Settings
 
@@ -50,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     table = DescriptorTable()
     operations = Operations(table, settings.policy, settings.limits)
     audit = Audit(settings.audit_log)
+    ledger = Ledger()
     boot_id = uuid.uuid4().hex
     info = AgentInfo(
         agent_id=uuid.uuid4().hex, boot_id=boot_id, version=AGENT_VERSION,
@@ -71,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Real OS sockets on this machine, driven over HTTP by a remote notebook.")
     for method in METHODS.values():
         app.add_api_route(
-            method.path, _endpoint(method, getattr(operations, method.name), boot_id, settings.limits, audit),
+            method.path, _endpoint(method, getattr(operations, method.name), boot_id, settings.limits, audit, ledger),
             methods=["POST"], name=method.name, summary=method.doc, response_model=method.response,
             responses={**_ERROR_RESPONSES, **_raw_response(method)},
             openapi_extra={"requestBody": _request_body(method), "security": [{"bearer": []}]},
@@ -96,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type", BOOT_HEADER, META_HEADER],
                            expose_headers=[BOOT_HEADER, META_HEADER])
     app.state.table = table
+    app.state.ledger = ledger
     return app
 
 
@@ -112,45 +116,67 @@ async def _reap(table: DescriptorTable, idle_timeout: float, audit: Audit) -> No
 
 
 def _endpoint(method: Method, operation: Callable[..., Awaitable[BaseModel]], boot_id: str, limits: Limits,
-              audit: Audit):
-    async def endpoint(request: Request) -> Response:
-        principal: Principal = request.scope[PRINCIPAL]
-        call = descriptor = None
+              audit: Audit, ledger: Ledger):
+    async def perform(call: BaseModel, principal: Principal, stale: str | None, raw: bool, gone) -> Answer | None:
+        """Run the operation and make its answer, success or error; None when the caller went away."""
+        descriptor = getattr(call, "descriptor", None)
         try:
-            call = await _read(method, request, limits.max_body)
-            descriptor = getattr(call, "descriptor", None)
-            stale = request.headers.get(BOOT_HEADER)
             if descriptor is not None and stale and stale != boot_id:
                 raise Fault(ErrorCode.AGENT_RESTARTED,
                             "the agent restarted since this socket was created; its sockets are gone")
-            if method.blocking:
-                result = await operation(call, principal, _disconnection(request))
-            else:
-                result = await operation(call, principal)
+            result = await (operation(call, principal, gone) if method.blocking else operation(call, principal))
         except CallerGone:
-            return Response(status_code=499)  # nobody is there to read it
-        except Fault as fault:
-            detail = ErrorDetail(code=fault.code, message=fault.message, method=method.name, descriptor=descriptor)
-        except ValidationError as exc:
-            detail = ErrorDetail(code=ErrorCode.BAD_REQUEST, message=describe_validation(exc), method=method.name)
-        except ValueError as exc:
-            detail = ErrorDetail(code=ErrorCode.BAD_REQUEST, message=str(exc), method=method.name)
-        except OSError as exc:
-            detail = detail_from_os_error(exc, method.name, descriptor)
+            return None
+        except (Fault, ValueError, OSError) as exc:
+            detail = _detail(exc, method.name, descriptor)
         else:
             if method.name in AUDITED and not getattr(result, "pending", False):
                 audit.record(principal.name, method.name, "ok", *_audit_subject(method.name, call, result))
-            if method.raw_response and OCTET_STREAM in request.headers.get("accept", ""):
+            if raw:
                 meta, data = to_raw(result)
-                return Response(data, media_type=OCTET_STREAM, headers={META_HEADER: meta})
-            return Response(result.model_dump_json(), media_type="application/json")
+                return Answer(200, data, OCTET_STREAM, ((META_HEADER, meta),))
+            return Answer(200, result.model_dump_json().encode(), JSON)
         if method.name in AUDITED or detail.code in _REFUSALS:
             audit.record(principal.name, method.name, f"{detail.code.value}: {detail.message}",
                          *_audit_subject(method.name, call, None))
-        return _error(detail)
+        return _error_answer(detail)
+
+    async def endpoint(request: Request) -> Response:
+        principal: Principal = request.scope[PRINCIPAL]
+        try:
+            call_id = parse_call(request.headers.get(CALL_HEADER))
+            call = await _read(method, request, limits.max_body)
+        except ClientDisconnect:
+            return Response(status_code=499)  # cut in the middle of its body: nothing was done
+        except (Fault, ValueError) as exc:
+            return _respond(_error_answer(_detail(exc, method.name, None)))
+        stale = request.headers.get(BOOT_HEADER)
+        raw = method.raw_response and OCTET_STREAM in request.headers.get("accept", "")
+        if call_id is None:
+            answer = await perform(call, principal, stale, raw, _disconnection(request))
+        else:
+            # With an id the answer waits in the ledger for a retry, so the caller's leaving need not end the wait.
+            session, seq, done = call_id
+            if done is not None:
+                ledger.acknowledge(principal.name, session, done)
+            answer = await ledger.run((principal.name, session, seq), lambda: perform(call, principal, stale, raw, None))
+        if answer is None:
+            return Response(status_code=499)  # nobody is there to read it
+        return _respond(answer)
 
     endpoint.__doc__ = method.doc
     return endpoint
+
+
+def _detail(exc: Exception, method: str, descriptor: int | None) -> ErrorDetail:
+    """The error body for what went wrong in a call."""
+    if isinstance(exc, Fault):
+        return ErrorDetail(code=exc.code, message=exc.message, method=method, descriptor=descriptor)
+    if isinstance(exc, ValidationError):
+        return ErrorDetail(code=ErrorCode.BAD_REQUEST, message=describe_validation(exc), method=method)
+    if isinstance(exc, ValueError):
+        return ErrorDetail(code=ErrorCode.BAD_REQUEST, message=str(exc), method=method)
+    return detail_from_os_error(exc, method, descriptor)
 
 
 _REFUSALS = frozenset({ErrorCode.PERMISSION_DENIED, ErrorCode.LIMIT_EXCEEDED, ErrorCode.PAYLOAD_TOO_LARGE})
@@ -226,15 +252,19 @@ def _openapi(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def _error(detail: ErrorDetail) -> Response:
-    return Response(ErrorBody(error=detail).to_json(), status_code=detail.code.status,
-                    media_type="application/json")
+def _error_answer(detail: ErrorDetail) -> Answer:
+    return Answer(detail.code.status, ErrorBody(error=detail).to_json().encode(), JSON)
+
+
+def _respond(answer: Answer) -> Response:
+    return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=dict(answer.headers))
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    return _error(ErrorDetail(code=code_for_status(exc.status_code), message=f"{request.method} {request.url.path}: {exc.detail}"))
+    return _respond(_error_answer(ErrorDetail(code=code_for_status(exc.status_code),
+                                              message=f"{request.method} {request.url.path}: {exc.detail}")))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("internal error in %s %s", request.method, request.url.path)
-    return _error(ErrorDetail(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}"))
+    return _respond(_error_answer(ErrorDetail(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}")))

@@ -91,6 +91,8 @@ class Entry:
                 stop()
             if watcher is not None:
                 watcher.cancel()
+            if ready.done() and not ready.cancelled():
+                ready.exception()  # consumed here even when this wait was cancelled, so asyncio logs nothing
         if ready in done:
             ready.result()
             return True

@@ -28,6 +28,7 @@ class Gate:
         self.boot = (BOOT_HEADER.lower().encode(), boot_id.encode())
         self.hosts = {"localhost", *(name.lower() for name in allowed_hosts)}
         self.origins = set(allowed_origins)
+        self._good_hosts: set[bytes] = set()
         self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,10 +66,14 @@ class Gate:
         if principal is None:
             problem = "missing token" if b"authorization" not in headers else "wrong token"
             return ErrorCode.UNAUTHORIZED, f"{problem}: {_HINT}"
-        host = _hostname(headers.get(b"host", b"").decode("latin-1"))
-        if not _is_ip(host) and host not in self.hosts:
-            return ErrorCode.PERMISSION_DENIED, (f"this agent does not answer to the host name {host!r}; start it with "
-                                                 f"--allow-host {host or 'NAME'} if that is how it is reached")
+        host = headers.get(b"host", b"")
+        if host not in self._good_hosts:
+            name = _hostname(host.decode("latin-1"))
+            if not _is_ip(name) and name not in self.hosts:
+                return ErrorCode.PERMISSION_DENIED, (f"this agent does not answer to the host name {name!r}; start it "
+                                                     f"with --allow-host {name or 'NAME'} if that is how it is reached")
+            if len(self._good_hosts) < 64:  # the few names a client uses; bounded against junk
+                self._good_hosts.add(host)
         origin = headers.get(b"origin")
         if origin is not None and origin.decode("latin-1") not in self.origins:
             return ErrorCode.PERMISSION_DENIED, (f"calls from the web origin {origin.decode('latin-1')!r} are not "

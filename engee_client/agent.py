@@ -12,7 +12,7 @@ from protocol.errors import describe_validation, is_type_error, where
 from protocol.models import AgentInfo, Response, SocketInfo
 
 from .device import Socket
-from .transport import HttpTransport
+from .transport import RETRY_FOR, HttpTransport
 
 URL_VARIABLE = "ENGEE_AGENT_URL"
 TOKEN_VARIABLE = "ENGEE_AGENT_TOKEN"
@@ -26,13 +26,14 @@ class Agent:
     $SSL_CERT_FILE), or the path of a CA file for a self-signed setup (default $ENGEE_AGENT_CA).
     """
 
-    def __init__(self, url: str, token: str | None = None, *, verify: bool | str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, *, verify: bool | str | None = None,
+                 retry_for: float = RETRY_FOR) -> None:
         token = token or os.environ.get(TOKEN_VARIABLE)
         if verify is None:
             verify = os.environ.get(CA_VARIABLE) or True
         if not token:
             raise AgentError(f"no token for the agent at {url}: pass token=... or set {TOKEN_VARIABLE}")
-        self._transport = HttpTransport(url, token, verify=verify)
+        self._transport = HttpTransport(url, token, verify=verify, retry_for=retry_for)
 
     @property
     def url(self) -> str:
@@ -58,9 +59,20 @@ class Agent:
         """The agent's identity, boot id, version and methods."""
         return AgentInfo.model_validate_json(self._transport.identity())
 
-    def call(self, method: str, *, boot: str | None = None, **fields: Any) -> Response:
-        """Run one method of the table; bad arguments raise ValueError/TypeError before any network call."""
-        return self._call_with_boot(method, boot=boot, **fields)[0]
+    def call(self, method: str, *, boot: str | None = None, seq: int | None = None, **fields: Any) -> Response:
+        """Run one method of the table; bad arguments raise ValueError/TypeError before any network call.
+
+        `seq` repeats an interrupted call: the agent answers it from its ledger instead of running it again.
+        """
+        return self._call_with_boot(method, boot=boot, seq=seq, **fields)[0]
+
+    def new_call(self) -> int:
+        """A fresh call number, for a caller that wants to be able to repeat the call."""
+        return self._transport.calls.begin()
+
+    def forget_call(self, seq: int) -> None:
+        """Call `seq` will not be repeated: the agent may drop its answer."""
+        self._transport.calls.end(seq)
 
     def disconnect(self) -> None:
         """Close the HTTP connections to the agent; the agent's sockets stay as they are."""
@@ -75,14 +87,15 @@ class Agent:
     def __repr__(self) -> str:
         return f"Agent({self.url!r})"
 
-    def _call_with_boot(self, name: str, boot: str | None = None, **fields: Any) -> tuple[Any, str | None]:
+    def _call_with_boot(self, name: str, boot: str | None = None, seq: int | None = None,
+                        **fields: Any) -> tuple[Any, str | None]:
         method = METHODS[name]
         try:
             request = method.request(**fields)
         except ValidationError as exc:
             error = TypeError if is_type_error(exc) else ValueError
             raise error(f"{where(name, fields.get('descriptor'), self.url)}: {describe_validation(exc)}") from None
-        return self._transport.call(method, request, boot=boot)
+        return self._transport.call(method, request, boot=boot, seq=seq)
 
 
 def _function_style(name: str):

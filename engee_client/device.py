@@ -29,6 +29,8 @@ class Socket:
         self.socket_type = info.socket_type
         self._boot = boot
         self._closed = False
+        self._interrupted: dict[str, int] = {}
+        """Blocking calls cut by KeyboardInterrupt: the next call of that method collects their answer."""
         self._update(info.local, info.peer)
 
     def bind(self, host: str, port: int) -> None:
@@ -84,6 +86,9 @@ class Socket:
         """Close the socket on the agent; closing again does nothing."""
         if self._closed:
             return
+        for seq in self._interrupted.values():
+            self.agent.forget_call(seq)
+        self._interrupted.clear()
         try:
             self._call("close")
         except AgentRestartedError:
@@ -108,9 +113,9 @@ class Socket:
         self.local_address = local.as_tuple() if local else None
         self.peer_address = peer.as_tuple() if peer else None
 
-    def _call(self, method: str, **fields: object):
+    def _call(self, method: str, seq: int | None = None, **fields: object):
         fields.setdefault("descriptor", self.descriptor)
-        return self.agent.call(method, boot=self._boot, **fields)
+        return self.agent.call(method, boot=self._boot, seq=seq, **fields)
 
     def _wait(self, method: str, timeout: float | None, **fields: object):
         """A blocking call as a series of bounded waits, so no HTTP timeout ever cuts it."""
@@ -123,7 +128,13 @@ class Socket:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = LONG_POLL if deadline is None else min(LONG_POLL, max(0.0, deadline - time.monotonic()))
-            result = self._call(method, wait=wait, **fields)
+            seq = self._interrupted.pop(method, None) or self.agent.new_call()
+            try:
+                result = self._call(method, seq=seq, wait=wait, **fields)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # KeyboardInterrupt: what the agent took waits for the next call
+                    self._interrupted[method] = seq
+                raise
             if not result.pending:
                 return result
             if deadline is not None and time.monotonic() >= deadline:

@@ -5,26 +5,39 @@ redirects or hooks, and skipping them takes a third off every call's latency.
 """
 
 import ssl
+import time
 
 import httpx
 
 from protocol import (
-    AGENT_PATH, BOOT_HEADER, METHODS, META_HEADER, OCTET_STREAM, AgentUnreachableError, ErrorBody, Method,
+    AGENT_PATH, BOOT_HEADER, CALL_HEADER, METHODS, META_HEADER, OCTET_STREAM, AgentUnreachableError, ErrorBody, Method,
     ProtocolError, exception_for, from_raw, to_raw,
 )
 from protocol.errors import where as describe_call
 from protocol.models import Request, Response
+
+from .calls import CallLog
 
 CONNECT_TIMEOUT = 10.0
 CALL_TIMEOUT = 60.0
 """Seconds a non-blocking call may take; blocking calls get their wait on top."""
 
 
-class HttpTransport:
-    """Calls an agent's endpoints over pooled keep-alive connections."""
+RETRY_FOR = 15.0
+"""Seconds a call is retried after transport failures (agent unreachable, connection cut) before giving up."""
 
-    def __init__(self, url: str, token: str, *, verify: bool | str = True) -> None:
+
+class HttpTransport:
+    """Calls an agent's endpoints over pooled keep-alive connections.
+
+    Every call carries an id; after a transport failure the same id is sent again with backoff, so
+    the agent runs it at most once and an answer lost on the way is fetched again, not redone.
+    """
+
+    def __init__(self, url: str, token: str, *, verify: bool | str = True, retry_for: float = RETRY_FOR) -> None:
         self.url = url.rstrip("/")
+        self.retry_for = retry_for
+        self.calls = CallLog()
         if isinstance(verify, str):
             try:
                 verify = ssl.create_default_context(cafile=verify)
@@ -34,9 +47,23 @@ class HttpTransport:
         self._auth = ("Authorization", f"Bearer {token}")
         self._urls = {name: httpx.URL(self.url + method.path) for name, method in METHODS.items()}
 
-    def call(self, method: Method, request: Request, *, boot: str | None = None) -> tuple[Response, str | None]:
-        """Run one method on the agent; returns its result and the agent's boot id."""
-        headers = [self._auth]
+    def call(self, method: Method, request: Request, *, boot: str | None = None,
+             seq: int | None = None) -> tuple[Response, str | None]:
+        """Run one method on the agent as call `seq` (a new one by default); returns the result and boot id.
+
+        On KeyboardInterrupt the call stays open: calling again with the same `seq` collects its answer.
+        """
+        seq = self.calls.begin() if seq is None else self.calls.reopen(seq)
+        try:
+            result = self._call(method, request, boot, seq)
+        except Exception:
+            self.calls.end(seq)
+            raise
+        self.calls.end(seq)
+        return result
+
+    def _call(self, method: Method, request: Request, boot: str | None, seq: int) -> tuple[Response, str | None]:
+        headers = [self._auth, (CALL_HEADER, f"{self.calls.session}.{seq} done={self.calls.done_mark()}")]
         if boot:
             headers.append((BOOT_HEADER, boot))
         if method.raw_request:
@@ -75,15 +102,31 @@ class HttpTransport:
         self._pool.close()
 
     def _send(self, request: httpx.Request, where: str) -> httpx.Response:
-        try:
-            reply = self._pool.handle_request(request)
+        """Send, and on a transport failure send the same request again, with backoff, for `retry_for` seconds."""
+        deadline, attempt = time.monotonic() + self.retry_for, 0
+        while True:
             try:
-                reply.read()
-            finally:
-                reply.close()
-        except httpx.TransportError as exc:
-            raise AgentUnreachableError(f"{where}: cannot reach the agent: {exc or type(exc).__name__}") from exc
-        return reply
+                reply = self._pool.handle_request(request)
+                try:
+                    reply.read()
+                finally:
+                    reply.close()
+                return reply
+            except httpx.TransportError as exc:
+                pause = min(0.05 * 2 ** (attempt - 1), 1.0) if attempt else 0.0  # a cut keep-alive: retry at once
+                if _permanent(exc) or time.monotonic() + pause > deadline:
+                    raise AgentUnreachableError(f"{where}: cannot reach the agent: {exc or type(exc).__name__}") from exc
+                time.sleep(pause)
+                attempt += 1
+
+
+def _permanent(exc: BaseException) -> bool:
+    """A failure no retry mends: TLS verification or handshake, as opposed to a cut or refused connection."""
+    while exc is not None:
+        if isinstance(exc, ssl.SSLError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _error(reply: httpx.Response, where: str) -> Exception:

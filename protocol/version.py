@@ -11,3 +11,7 @@ META_HEADER = "X-Engee-Meta"
 
 OCTET_STREAM = "application/octet-stream"
 JSON = "application/json"
+
+CALL_HEADER = "X-Engee-Call"
+"""`<session>.<seq>`, optionally followed by ` done=<seq>`: the client's id of a call, run at most once
+however often it is retried, and the number up to which the client has every answer of its session."""

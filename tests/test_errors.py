@@ -118,6 +118,6 @@ def test_missing_and_wrong_token(agent_process: AgentProcess, agent: Agent, toke
 
 
 def test_unreachable_agent() -> None:
-    dead = Agent(f"http://127.0.0.1:{free_port(socket.SOCK_STREAM)}", token="t")
+    dead = Agent(f"http://127.0.0.1:{free_port(socket.SOCK_STREAM)}", token="t", retry_for=0.5)
     with pytest.raises(AgentUnreachableError, match="cannot reach the agent"):
         dead.Socket()

@@ -127,8 +127,11 @@ def test_an_unrelated_ca_file_is_refused(tls_agent: AgentProcess, tls_files: Tls
 
 
 def test_plain_http_to_the_tls_port_fails_at_once(tls_agent: AgentProcess) -> None:
-    """The agent drops a plaintext request (reset, or closed without an answer): an error, never a hang."""
-    plain = Agent(tls_agent.url.replace("https://", "http://"), token=tls_agent.token)
+    """The agent drops a plaintext request (reset, or closed without an answer): an error, never a hang.
+
+    To the client that looks like a cut connection, which it retries for `retry_for` seconds.
+    """
+    plain = Agent(tls_agent.url.replace("https://", "http://"), token=tls_agent.token, retry_for=1.0)
 
     def attempt() -> BaseException | None:
         try:

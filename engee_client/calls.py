@@ -1,0 +1,36 @@
+"""Call ids for one client session: what makes a retried call safe, and what the agent may forget."""
+
+import secrets
+import threading
+
+
+class CallLog:
+    """Numbers the calls of one session and knows up to which number every answer has arrived."""
+
+    def __init__(self) -> None:
+        self.session = secrets.token_hex(8)
+        self._lock = threading.Lock()
+        self._last = 0
+        self._open: set[int] = set()
+
+    def begin(self) -> int:
+        with self._lock:
+            self._last += 1
+            self._open.add(self._last)
+            return self._last
+
+    def reopen(self, seq: int) -> int:
+        """Call `seq` again (it was interrupted): the agent answers it from its ledger."""
+        with self._lock:
+            self._open.add(seq)
+            return seq
+
+    def end(self, seq: int) -> None:
+        """The answer to `seq` has arrived (or will never be asked for again)."""
+        with self._lock:
+            self._open.discard(seq)
+
+    def done_mark(self) -> int:
+        """Every call up to this number has its answer: the agent may forget those."""
+        with self._lock:
+            return min(self._open) - 1 if self._open else self._last
