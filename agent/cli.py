@@ -17,6 +17,17 @@ SHUTDOWN_GRACE = 3.0
 """Seconds calls in progress get after SIGTERM/SIGINT before they are cut and every socket is closed."""
 
 
+def raise_open_files_limit() -> None:
+    """Every socket is a file: lift the soft limit to the hard one (often 1024 -> 1048576) where there is one."""
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit to lift
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """Bind and listen before the banner, so the printed URL already answers."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -50,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load(argv)
     except SettingsError as exc:
         sys.exit(f"engee-agent: {exc}")
+    raise_open_files_limit()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         sock = socket.socket(fileno=settings.fd) if settings.fd is not None else listening_socket(settings.host, settings.port)
