@@ -56,9 +56,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
         yield process
 
 
-@pytest.fixture
-def alice(secured: AgentProcess) -> Iterator[Agent]:
-    with Agent(secured.url, token=TOKENS["alice"]) as agent:
+def _principal(secured: AgentProcess, name: str) -> Iterator[Agent]:
+    with Agent(secured.url, token=TOKENS[name]) as agent:
         yield agent
         for info in agent.sockets():
             agent.call("close", descriptor=info.descriptor)
@@ -66,11 +65,13 @@ def alice(secured: AgentProcess) -> Iterator[Agent]:
 
 
 @pytest.fixture
+def alice(secured: AgentProcess) -> Iterator[Agent]:
+    yield from _principal(secured, "alice")
+
+
+@pytest.fixture
 def bob(secured: AgentProcess) -> Iterator[Agent]:
-    with Agent(secured.url, token=TOKENS["bob"]) as agent:
-        yield agent
-        for info in agent.sockets():
-            agent.call("close", descriptor=info.descriptor)
+    yield from _principal(secured, "bob")
 
 
 def test_the_owner_token_is_not_made_when_principals_are_configured(secured: AgentProcess) -> None:
