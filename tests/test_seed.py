@@ -12,7 +12,6 @@ from agent.process import AgentProcess
 from engee_client import ResultUIntList
 from engee_client.agent import DefaultAgent
 
-from .conftest import free_port
 
 
 @pytest.mark.usefixtures("sockets_env")
