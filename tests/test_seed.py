@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.process import AgentProcess
-
 from engee_client import ResultUIntList
 from engee_client.agent import DefaultAgent
-
 
 
 @pytest.mark.usefixtures("sockets_env")
