@@ -29,6 +29,7 @@ from .gate import PRINCIPAL, Gate
 from .ledger import Answer, Ledger, parse_call
 from .operations import Operations
 from .settings import Limits, Principal, Settings
+from .status import Clients, add_status_routes
 
 log = logging.getLogger("engee.agent")
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     operations = Operations(table, settings.policy, settings.limits)
     audit = Audit(settings.audit_log)
     ledger = Ledger()
+    clients = Clients()
     boot_id = uuid.uuid4().hex
     info = AgentInfo(
         agent_id=uuid.uuid4().hex, boot_id=boot_id, version=AGENT_VERSION,
@@ -74,7 +76,8 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Real OS sockets on this machine, driven over HTTP by a remote notebook.")
     for method in METHODS.values():
         app.add_api_route(
-            method.path, _endpoint(method, getattr(operations, method.name), boot_id, settings.limits, audit, ledger),
+            method.path, _endpoint(method, getattr(operations, method.name), boot_id, settings.limits, audit, ledger,
+                                   clients),
             methods=["POST"], name=method.name, summary=method.doc, response_model=method.response,
             responses={**_ERROR_RESPONSES, **_raw_response(method)},
             openapi_extra={"requestBody": _request_body(method), "security": [{"bearer": []}]},
@@ -84,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
              responses=_GATE_RESPONSES, openapi_extra={"security": [{"bearer": []}]})
     async def identity() -> AgentInfo:
         return info
+
+    add_status_routes(app, table, clients, info.agent_id, AGENT_VERSION)
 
     @app.get(HEALTH_PATH, summary="Liveness, without a token; reveals nothing.")
     async def health() -> dict[str, str]:
@@ -116,7 +121,7 @@ async def _reap(table: DescriptorTable, idle_timeout: float, audit: Audit) -> No
 
 
 def _endpoint(method: Method, operation: Callable[..., Awaitable[BaseModel]], boot_id: str, limits: Limits,
-              audit: Audit, ledger: Ledger):
+              audit: Audit, ledger: Ledger, clients: Clients):
     async def perform(call: BaseModel, principal: Principal, stale: str | None, raw: bool, gone) -> Answer | None:
         """Run the operation and make its answer, success or error; None when the caller went away."""
         descriptor = getattr(call, "descriptor", None)
@@ -157,6 +162,7 @@ def _endpoint(method: Method, operation: Callable[..., Awaitable[BaseModel]], bo
         else:
             # With an id the answer waits in the ledger for a retry, so the caller's leaving need not end the wait.
             session, seq, done = call_id
+            clients.seen(principal.name, session)
             if done is not None:
                 ledger.acknowledge(principal.name, session, done)
             answer = await ledger.run((principal.name, session, seq), lambda: perform(call, principal, stale, raw, None))

@@ -49,6 +49,7 @@ def banner(url: str, settings: Settings) -> str:
     return "\n".join([
         *lines,
         f"token: {token}{hint}",
+        f"status page: {url}/?token={token}",
         "in the notebook:",
         f"    export ENGEE_AGENT_URL={url}",
         f"    export ENGEE_AGENT_TOKEN={token}",

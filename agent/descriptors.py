@@ -44,6 +44,8 @@ class Entry:
         self.reader = asyncio.Lock()
         self.writer = asyncio.Lock()
         self.listening = False
+        self.bytes_in = 0
+        self.bytes_out = 0
         self.connecting: asyncio.Task | None = None
         self.connect_target: tuple | None = None
         self._waits: dict[asyncio.Future, Callable[[], object]] = {}

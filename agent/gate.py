@@ -7,6 +7,8 @@ Origin must be one the agent was told to allow.
 
 import hmac
 import ipaddress
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,9 +17,12 @@ from protocol import BOOT_HEADER, HEALTH_PATH, ErrorBody, ErrorCode, ErrorDetail
 from .audit import Audit
 from .settings import Principal
 
-_HINT = "pass the token the agent printed at start as the header 'Authorization: Bearer <token>'"
+_HINT = ("pass the token the agent printed at start as the header 'Authorization: Bearer <token>', "
+         "or open the status page by the link the agent printed")
 PRINCIPAL = "engee.principal"
 """The scope key under which the calling principal travels to the endpoints."""
+COOKIE = "engee_token"
+"""The status page's cookie: accepted for GET requests only, so a page can look but never act."""
 
 
 class Gate:
@@ -46,7 +51,7 @@ class Gate:
             await send(message)
 
         headers = dict(scope["headers"])
-        principal = self._principal(headers.get(b"authorization"))
+        principal = self._principal(_credential(scope, headers))
         refusal = self._refusal(principal, headers)
         if refusal:
             self.audit.record(principal.name if principal else "-", scope["path"], f"{refusal[0].value}: {refusal[1]}")
@@ -64,7 +69,7 @@ class Gate:
 
     def _refusal(self, principal: Principal | None, headers: dict[bytes, bytes]) -> tuple[ErrorCode, str] | None:
         if principal is None:
-            problem = "missing token" if b"authorization" not in headers else "wrong token"
+            problem = "wrong token" if b"authorization" in headers or b"cookie" in headers else "missing token"
             return ErrorCode.UNAUTHORIZED, f"{problem}: {_HINT}"
         host = headers.get(b"host", b"")
         if host not in self._good_hosts:
@@ -79,6 +84,16 @@ class Gate:
             return ErrorCode.PERMISSION_DENIED, (f"calls from the web origin {origin.decode('latin-1')!r} are not "
                                                  "allowed; start the agent with --allow-origin to allow one")
         return None
+
+
+def _credential(scope: Scope, headers: dict[bytes, bytes]) -> bytes | None:
+    """The bearer token: the Authorization header, or for GETs the status page's cookie or link."""
+    if b"authorization" in headers or scope["method"] != "GET":
+        return headers.get(b"authorization")
+    if scope["path"] == "/" and (token := parse_qs(scope["query_string"].decode("latin-1")).get("token")):
+        return f"Bearer {token[-1]}".encode()
+    cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1")).get(COOKIE)
+    return f"Bearer {cookie.value}".encode() if cookie else None
 
 
 def _hostname(host: str) -> str:

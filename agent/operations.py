@@ -103,6 +103,7 @@ class Operations:
         entry = self.table.get(request.descriptor, principal.name)
         if not entry.stream:
             await _attempt(entry, entry.writer, None, True, lambda: entry.sock.send(request.data))
+            entry.bytes_out += len(request.data)
             return m.SendResponse(sent=len(request.data))
         view, sent = memoryview(request.data), 0
         async with entry.writer:
@@ -111,6 +112,7 @@ class Operations:
                     sent += entry.sock.send(view[sent:])
                 except BlockingIOError:
                     await entry.wait_ready(write=True, timeout=None)
+        entry.bytes_out += sent
         return m.SendResponse(sent=sent)
 
     async def receive(self, request: m.ReceiveRequest, principal: Principal, gone: Gone | None = None) -> m.ReceiveResponse:
@@ -124,6 +126,7 @@ class Operations:
             result = await _attempt(entry, entry.reader, request.wait, False, call, gone)
         if result is None:
             return m.ReceiveResponse(pending=True)
+        entry.bytes_in += len(result if entry.stream else result[0])
         if entry.stream:
             return m.ReceiveResponse(data=result, eof=not result)
         data, (host, port, *_) = result
