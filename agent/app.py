@@ -168,6 +168,9 @@ def _endpoint(method: Method, operation: Callable[..., Awaitable[BaseModel]], bo
             answer = await ledger.run((principal.name, session, seq), lambda: perform(call, principal, stale, raw, None))
         if answer is None:
             return Response(status_code=499)  # nobody is there to read it
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s descriptor=%s -> %d", principal.name, method.name, getattr(call, "descriptor", "-"),
+                      answer.status)
         return _respond(answer)
 
     endpoint.__doc__ = method.doc

@@ -88,7 +88,11 @@ class SettingsError(ValueError):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="engee-agent", description="Own real sockets on this machine for a remote notebook.")
+    p = argparse.ArgumentParser(
+        prog="engee-agent", description="Own real sockets on this machine for a remote notebook.",
+        epilog="Every option with one value can also come from the environment as ENGEE_AGENT_<OPTION> "
+               "(ENGEE_AGENT_HOST, ENGEE_AGENT_PORT, ENGEE_AGENT_LOG_LEVEL, ...). A flag wins over the environment, "
+               "the environment over --config, --config over the defaults.")
     p.add_argument("--config", metavar="FILE", help="TOML file with any of these settings, principals, policy and limits")
     p.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST}); keep loopback unless a notebook "
                                   "on another machine must reach this one directly")
@@ -111,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--ssl-keyfile", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument("--audit-log", metavar="FILE", help="append audit lines here (default: standard error)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], type=str.lower,
                    help="how much to log to standard error (default warning)")
     return p
 
@@ -120,11 +124,28 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     """Settings from the command line, the config file it names, and the environment."""
     environ = os.environ if environ is None else environ
     args = parser().parse_args(argv)
+    for name in ENVIRONMENT_OPTIONS:  # flag > environment > config file > default
+        value = environ.get(f"ENGEE_AGENT_{name.upper()}")
+        if getattr(args, name) is None and value:
+            setattr(args, name, _from_environment(name, value))
     config = _read_config(args.config) if args.config else {}
     try:
         return _build(args, config, environ)
     except (PolicyError, TypeError) as exc:
         raise SettingsError(str(exc)) from None
+
+
+ENVIRONMENT_OPTIONS = ("config", "host", "port", "fd", "ssl_certfile", "ssl_keyfile", "audit_log", "log_level")
+"""Options also read from ENGEE_AGENT_<NAME> (the token from ENGEE_AGENT_TOKEN)."""
+
+
+def _from_environment(name: str, value: str) -> str | int:
+    if name not in ("port", "fd"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(f"ENGEE_AGENT_{name.upper()}={value!r} is not a whole number") from None
 
 
 def _read_config(path: str) -> dict[str, Any]:
