@@ -37,11 +37,11 @@ async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             await writer.wait_closed()
 
 
-def announce(kind: str, sockname: tuple) -> None:
-    """Print the banner line that tells a caller the real address."""
+def announce(kind: str, sockname: tuple, role: str = "echo") -> None:
+    """Print the banner line that tells a caller the real address: `<role> <kind> listening on HOST:PORT`."""
     host, port = sockname[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"echo {kind} listening on {shown}:{port}", flush=True)
+    print(f"{role} {kind} listening on {shown}:{port}", flush=True)
 
 
 def stop_event() -> asyncio.Event:

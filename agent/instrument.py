@@ -1,0 +1,113 @@
+"""`python -m agent.instrument`: a simulated lab instrument, for the compose demo and the examples.
+
+- A line-based command port (TCP), SCPI-like: `*IDN?` answers the identity, `MEAS?` the present
+  reading, anything else `ERR unknown command`; one answer line per command line.
+- A telemetry port (UDP): a datagram `SUBSCRIBE <count>` gets `count` samples sent back to its
+  sender at `--rate` samples a second, each a little-endian `<Idd`: sequence number, time (s),
+  value (a sine with noise). `STOP` ends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import random
+import struct
+import sys
+import time
+
+from .echo import announce, stop_event
+
+IDENTITY = "ENGEE,SIM-1,0001,1.0"
+SAMPLE = struct.Struct("<Idd")
+"""One telemetry sample: sequence number, seconds since start, value."""
+MAX_SAMPLES = 100_000
+
+
+def reading(t: float) -> float:
+    return math.sin(2 * math.pi * 0.5 * t) + random.gauss(0, 0.05)
+
+
+async def command_port(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, started: float) -> None:
+    """Answer one line per command line until the client closes."""
+    try:
+        while line := await reader.readline():
+            command = line.strip().decode("ascii", "replace").upper()
+            if command == "*IDN?":
+                answer = IDENTITY
+            elif command == "MEAS?":
+                answer = f"{reading(time.monotonic() - started):.6f}"
+            else:
+                answer = "ERR unknown command"
+            writer.write(answer.encode() + b"\n")
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        writer.close()
+
+
+class Telemetry(asyncio.DatagramProtocol):
+    """Streams samples to each subscriber."""
+
+    def __init__(self, rate: float, started: float) -> None:
+        self.rate, self.started = rate, started
+        self.streams: dict[tuple, asyncio.Task] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        words = data.decode("ascii", "replace").split()
+        if addr in self.streams:
+            self.streams.pop(addr).cancel()
+        if words[:1] == ["SUBSCRIBE"]:
+            count = int(words[1]) if len(words) > 1 and words[1].isdigit() else 100
+            self.streams[addr] = asyncio.ensure_future(self.stream(addr, min(count, MAX_SAMPLES)))
+
+    async def stream(self, addr: tuple, count: int) -> None:
+        for seq in range(count):
+            t = time.monotonic() - self.started
+            self.transport.sendto(SAMPLE.pack(seq, t, reading(t)), addr)
+            await asyncio.sleep(1 / self.rate)
+        self.streams.pop(addr, None)
+
+
+async def serve(host: str, tcp: int, udp: int, rate: float) -> None:
+    started, stop = time.monotonic(), stop_event()
+    server = await asyncio.start_server(lambda r, w: command_port(r, w, started), host, tcp)
+    announce("tcp", server.sockets[0].getsockname(), "instrument")
+    transport, telemetry = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: Telemetry(rate, started), local_addr=(host, udp))
+    announce("udp", transport.get_extra_info("sockname"), "instrument")
+    try:
+        await stop.wait()
+    finally:
+        for task in telemetry.streams.values():
+            task.cancel()
+        transport.close()
+        server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="engee-instrument", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--tcp", type=int, default=5025, help="command port (default 5025; 0 picks one)")
+    parser.add_argument("--udp", type=int, default=5026, help="telemetry port (default 5026; 0 picks one)")
+    parser.add_argument("--rate", type=float, default=200.0, help="telemetry samples a second (default 200)")
+    args = parser.parse_args(argv)
+    if not 0 < args.rate <= 10_000:
+        parser.error("--rate must be within (0, 10000]")
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            asyncio.run(serve(args.host, args.tcp, args.udp, args.rate))
+        except OSError as exc:
+            print(f"engee-instrument: cannot listen on {args.host}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
