@@ -4,24 +4,46 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench soak clean test-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,plot]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) test-tools
 	$(BIN)/python -m pytest
+
+# Programs some tests drive, from Debian's packages: docker-compose (validates docker-compose.yml; no
+# engine), chromium (the status page test) and iproute2 (the network-namespace test). Where one is
+# missing, root with apt-get installs it without questions; anywhere else, or if that fails, the suite
+# still runs and the tests that need it say why they skip.
+TOOLS := docker-compose:docker-compose chromium:chromium ip:iproute2
+
+test-tools:
+	@missing=""; for tool in $(TOOLS); do command -v "$${tool%%:*}" >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's$$missing for the tests"; \
+	    { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	      || echo "could not install$$missing; the tests that need them will skip"; \
+	  else \
+	    echo "missing$$missing (installing needs root and apt-get); the tests that need them will skip"; \
+	  fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) build *.egg-info
