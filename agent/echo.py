@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 
 class UdpEcho(asyncio.DatagramProtocol):
@@ -89,12 +91,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """The `engee-echo` entry point; `argv` defaults to sys.argv[1:]."""
     args = parse_args(argv)
+    return run_peer("engee-echo", args.host, serve(args.host, args.udp, args.tcp))
+
+
+def run_peer(program: str, host: str, serving: Coroutine[Any, Any, None]) -> int:
+    """Run a peer until SIGTERM or Ctrl+C (exit status 0); 1, with the reason, when it cannot listen."""
     try:
-        asyncio.run(serve(args.host, args.udp, args.tcp))
+        asyncio.run(serving)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        print(f"engee-echo: cannot listen on {args.host}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{program}: cannot listen on {host}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import random
 import struct
 import sys
 import time
 
-from .echo import announce, stop_event
+from .echo import announce, run_peer, stop_event
 
 IDENTITY = "ENGEE,SIM-1,0001,1.0"
 SAMPLE = struct.Struct("<Idd")
@@ -100,13 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.rate <= 10_000:
         parser.error("--rate must be within (0, 10000]")
-    with contextlib.suppress(KeyboardInterrupt):
-        try:
-            asyncio.run(serve(args.host, args.tcp, args.udp, args.rate))
-        except OSError as exc:
-            print(f"engee-instrument: cannot listen on {args.host}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-    return 0
+    return run_peer("engee-instrument", args.host, serve(args.host, args.tcp, args.udp, args.rate))
 
 
 if __name__ == "__main__":
