@@ -3,6 +3,8 @@
     from engee_client import Sockets         # the agent at $ENGEE_AGENT_URL with $ENGEE_AGENT_TOKEN
     s = Sockets.Socket("AF_INET", "SOCK_DGRAM")
     s.bind("127.0.0.1", 8888)                # or Sockets.bind(s, "127.0.0.1", 8888)
+
+`AsyncAgent` offers the same API as awaitables, for code running in an event loop.
 """
 
 from protocol import (
@@ -10,6 +12,7 @@ from protocol import (
 )
 
 from .agent import Agent, DefaultAgent
+from .aio import AsyncAgent, AsyncSocket
 from .device import Socket
 from .result import ResultUIntList
 
@@ -18,6 +21,6 @@ SOCKET = Sockets
 """The seed's example spells it SOCKET."""
 
 __all__ = [
-    "SOCKET", "Agent", "AgentError", "AgentRestartedError", "AgentUnreachableError", "AuthenticationError",
-    "LimitExceededError", "ProtocolError", "ResultUIntList", "Socket", "Sockets",
+    "SOCKET", "Agent", "AgentError", "AgentRestartedError", "AgentUnreachableError", "AsyncAgent", "AsyncSocket",
+    "AuthenticationError", "LimitExceededError", "ProtocolError", "ResultUIntList", "Socket", "Sockets",
 ]
