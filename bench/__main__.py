@@ -7,10 +7,7 @@ rpyc_classic server are child processes, stopped at the end even on error.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import shlex
 import signal
 import socket
 import sys
@@ -25,7 +22,7 @@ from agent.process import AgentProcess
 from engee_client import Agent
 
 from .peers import HOST, RpycServer
-from .report import MIB, VARIANTS, Workload, render
+from .report import MIB, VARIANTS, Workload, render, run_facts
 from .workloads import bulk_agent, bulk_sockets, seed_loop_agent, seed_loop_sockets
 
 RESULTS = Path(__file__).with_name("results.md")
@@ -79,14 +76,8 @@ def main(argv: list[str] | None = None) -> None:
                     "rpyc-bound": partial(bulk_sockets, remote, chunk, args.chunks, bound=True),
                     "direct": partial(bulk_sockets, socket, chunk, args.chunks)}),
         ], args.runs)
-    python = Path(sys.executable)
-    if python.is_relative_to(Path.cwd()):
-        python = python.relative_to(Path.cwd())
     facts = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": f"nproc {len(os.sched_getaffinity(0))}, {platform.system()} {platform.machine()}",
-        "python": f"{platform.python_version()} ({platform.python_implementation()}), rpyc {rpyc.__version__}",
-        "command": shlex.join([str(python), "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
+        **run_facts("bench", argv, f", rpyc {rpyc.__version__}"),
         "method": f"median of {args.runs} runs after one warm-up; variants interleaved; times in seconds",
     }
     title = "engee-sockets bench: agent vs RPyC vs direct sockets"

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
+import shlex
 import statistics
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MIB = 1 << 20
 VARIANTS = ("agent", "rpyc", "rpyc-bound", "direct")
@@ -67,3 +73,16 @@ def render(workloads: list[Workload], title: str, facts: dict[str, str], markdow
     lines += [""] + _table(["workload", *(f"agent/{other}" for other in VARIANTS[1:])], ratios, markdown) + [""]
     lines += [f"{bullet}{floor}" for floor in floors]
     return "\n".join(lines) + "\n"
+
+
+def run_facts(module: str, argv: list[str] | None, python_extra: str = "") -> dict[str, str]:
+    """Date, machine, Python and the exact command of a run, for the top of a report."""
+    python = Path(sys.executable)
+    if python.is_relative_to(Path.cwd()):
+        python = python.relative_to(Path.cwd())
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": f"nproc {len(os.sched_getaffinity(0))}, {platform.system()} {platform.machine()}",
+        "python": f"{platform.python_version()} ({platform.python_implementation()}){python_extra}",
+        "command": shlex.join([str(python), "-m", module, *(sys.argv[1:] if argv is None else argv)]),
+    }

@@ -13,14 +13,11 @@ process, stopped at the end even on error. Exits 1 on any error, any leaked file
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import multiprocessing
 import os
-import platform
 import queue
 import re
-import shlex
 import signal
 import statistics
 import sys
@@ -35,6 +32,7 @@ from agent.process import AgentProcess
 from engee_client import Agent
 
 from .peers import HOST
+from .report import run_facts
 
 RESULTS = Path(__file__).with_name("soak-results.md")
 MIB = 1 << 20
@@ -417,14 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             stack.pop_all()  # keep the agent's log for a look; the process is already stopped
             print(f"agent log kept: {process.log_path}")
-    python = Path(sys.executable)
-    if python.is_relative_to(Path.cwd()):
-        python = python.relative_to(Path.cwd())
     facts = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": f"nproc {len(os.sched_getaffinity(0))}, {platform.system()} {platform.machine()}",
-        "python": f"{platform.python_version()} ({platform.python_implementation()})",
-        "command": shlex.join([str(python), "-m", "bench.soak", *(sys.argv[1:] if argv is None else argv)]),
+        **run_facts("bench.soak", argv),
         "config": " ".join(config_text(args).split()),
         "load": f"1-minute load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end (other work slows it)",
         "run time": f"{time.perf_counter() - started:.0f} s",
