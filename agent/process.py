@@ -66,6 +66,10 @@ class ChildProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def __enter__(self) -> ChildProcess:
+        self.match = self.start()
+        return self
+
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
         if not self._keep_log and exc_info[0] is None:

@@ -1,21 +1,26 @@
-"""`make demo`: start an agent on loopback, run the seed's example through it, stop the agent."""
+"""`make demo`: start an agent and a simulated instrument on loopback, run the examples through the agent, stop both."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from agent.process import AgentProcess
+from agent.process import AgentProcess, ChildProcess
 
-SEED_EXAMPLE = Path(__file__).with_name("seed_example.py")
+EXAMPLES = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    with AgentProcess() as agent:
-        print(f"started an agent at {agent.url} (pid {agent.pid})", flush=True)
+    instrument = ChildProcess([sys.executable, "-m", "agent.instrument", "--tcp", "0", "--udp", "0"],
+                              r"instrument tcp listening on 127\.0\.0\.1:(\d+)")
+    with AgentProcess() as agent, instrument:
+        tcp = instrument.match.group(1)
+        print(f"started an agent at {agent.url} and a simulated instrument on TCP port {tcp}", flush=True)
         env = {**os.environ, "ENGEE_AGENT_URL": agent.url, "ENGEE_AGENT_TOKEN": agent.token, "SEED_PORT": "0"}
-        code = subprocess.run([sys.executable, str(SEED_EXAMPLE)], env=env).returncode
-    print(f"stopped the agent; the seed example {'passed' if code == 0 else f'FAILED (exit {code})'}")
+        code = 0
+        for script, *args in (("seed_example.py",), ("instrument_idn.py", "127.0.0.1", tcp)):
+            code = code or subprocess.run([sys.executable, str(EXAMPLES / script), *args], env=env).returncode
+    print(f"stopped them; the demo {'passed' if code == 0 else f'FAILED (exit {code})'}")
     return code
 
 
