@@ -148,8 +148,7 @@ class SocketCore:
 
     def _call(self, name: str, **fields: Any) -> Flow[Any]:
         fields.setdefault("descriptor", self.descriptor)
-        method, request = request_for(name, fields, self.agent.url)
-        return (yield method, request, self._boot, None)[0]
+        return (yield from one_call(self.agent.url, name, self._boot, None, **fields))[0]
 
     def _wait(self, name: str, timeout: float | None, **fields: Any) -> Flow[Any]:
         """A blocking call as a series of bounded waits, so no HTTP timeout ever cuts it.
