@@ -18,7 +18,7 @@ from pathlib import Path
 
 import rpyc
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent
 
 from .peers import HOST, RpycServer

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.process import ChildProcess
+from lab.process import ChildProcess
 
 HOST = "127.0.0.1"
 """The only address the bench ever uses."""

@@ -28,7 +28,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent
 
 from .peers import HOST

@@ -5,13 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.process import AgentProcess, ChildProcess
+from lab.process import AgentProcess, ChildProcess
 
 EXAMPLES = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    instrument = ChildProcess([sys.executable, "-m", "agent.instrument", "--tcp", "0", "--udp", "0"],
+    instrument = ChildProcess([sys.executable, "-m", "lab.instrument", "--tcp", "0", "--udp", "0"],
                               r"instrument tcp listening on 127\.0\.0\.1:(\d+)")
     with AgentProcess() as agent, instrument:
         tcp = instrument.match.group(1)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent
 
 

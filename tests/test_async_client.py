@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import (
     Agent, AgentUnreachableError, AsyncAgent, AsyncSocket, AuthenticationError, ResultUIntList, Socket,
 )

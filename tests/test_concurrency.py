@@ -1,6 +1,6 @@
 """One event loop, many sockets: a call waiting on one socket never holds up another."""
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent
 
 from .conftest import Background

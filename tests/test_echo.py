@@ -1,4 +1,4 @@
-"""The echo peers (`python -m agent.echo`) as a real process, checked with plain sockets on loopback."""
+"""The echo peers (`python -m lab.echo`) as a real process, checked with plain sockets on loopback."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.process import ChildProcess
+from lab.process import ChildProcess
 
 from .conftest import recv_exactly
 
@@ -20,10 +20,10 @@ TIMEOUT = 10.0
 
 
 class Echo(ChildProcess):
-    """A running `python -m agent.echo --udp 0 --tcp 0` and the ports it printed."""
+    """A running `python -m lab.echo --udp 0 --tcp 0` and the ports it printed."""
 
     def __init__(self, log_dir: str) -> None:
-        super().__init__([sys.executable, "-m", "agent.echo", "--host", HOST, "--udp", "0", "--tcp", "0"],
+        super().__init__([sys.executable, "-m", "lab.echo", "--host", HOST, "--udp", "0", "--tcp", "0"],
                          r"echo udp listening on 127\.0\.0\.1:(\d+)\s+echo tcp listening on 127\.0\.0\.1:(\d+)",
                          log_dir=log_dir)
         udp, tcp = self.start(TIMEOUT).groups()

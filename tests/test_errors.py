@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent, AgentUnreachableError, AuthenticationError
 
 from .conftest import free_port

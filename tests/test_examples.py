@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.process import AgentProcess, ChildProcess
+from lab.process import AgentProcess, ChildProcess
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.fixture(scope="module")
 def instrument(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
-    process = ChildProcess([sys.executable, "-m", "agent.instrument", "--tcp", "0", "--udp", "0"],
+    process = ChildProcess([sys.executable, "-m", "lab.instrument", "--tcp", "0", "--udp", "0"],
                            r"instrument tcp listening on 127\.0\.0\.1:(\d+)\s+instrument udp listening on 127\.0\.0\.1:(\d+)",
                            log_dir=str(tmp_path_factory.mktemp("instrument")))
     tcp, udp = process.start().groups()

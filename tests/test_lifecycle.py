@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent
 
 from .conftest import Background

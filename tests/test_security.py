@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent, AuthenticationError, LimitExceededError
 
 from .conftest import Background, free_port

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import ResultUIntList
 from engee_client.agent import DefaultAgent
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import httpx
 import pytest
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent, AgentUnreachableError, AuthenticationError
 from engee_client.agent import DefaultAgent
 

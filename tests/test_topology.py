@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.process import ChildProcess
+from lab.process import ChildProcess
 
 LAB_ADDRESS, CLOUD_ADDRESS = "10.200.0.1", "10.200.0.2"
 """The two ends of the veth pair: the lab PC as the cloud sees it, and the notebook."""
@@ -186,7 +186,7 @@ def test_notebook_reaches_the_device_only_through_the_agent(namespaces: Namespac
     device_probes = [(DEVICE_ADDRESS, UDP_PORT, "udp"), (DEVICE_ADDRESS, TCP_PORT, "tcp")]
     started: list[ChildProcess] = []
     try:
-        device = ChildProcess([*spaces.run(spaces.lab), sys.executable, "-m", "agent.echo", "--host", DEVICE_ADDRESS,
+        device = ChildProcess([*spaces.run(spaces.lab), sys.executable, "-m", "lab.echo", "--host", DEVICE_ADDRESS,
                                "--udp", str(UDP_PORT), "--tcp", str(TCP_PORT)],
                               r"echo tcp listening on", log_dir=str(tmp_path))
         _start(device, started)

@@ -6,7 +6,7 @@ import socket
 import httpx
 import pytest
 
-from agent.process import AgentProcess
+from lab.process import AgentProcess
 from engee_client import Agent, AgentRestartedError
 from protocol import BOOT_HEADER, METHODS
 

@@ -1,4 +1,4 @@
-"""`python -m agent.echo`: UDP and TCP echo peers for trying sockets without hardware.
+"""`python -m lab.echo`: UDP and TCP echo peers for trying sockets without hardware.
 
 Like MATLAB's echoudp/echotcpip: every UDP datagram goes back to its sender, every TCP
 connection gets its own bytes back until it closes. Runs until SIGTERM or Ctrl+C, then exits 0.

@@ -1,4 +1,4 @@
-"""`python -m agent.instrument`: a simulated lab instrument, for the compose demo and the examples.
+"""`python -m lab.instrument`: a simulated lab instrument, for the compose demo and the examples.
 
 - A line-based command port (TCP), SCPI-like: `*IDN?` answers the identity, `MEAS?` the present
   reading, anything else `ERR unknown command`; one answer line per command line.
