@@ -9,6 +9,8 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from protocol import TOKEN_VARIABLE, URL_VARIABLE, bracketed
+
 from .app import create_app
 from .settings import Settings, SettingsError, load
 
@@ -45,14 +47,14 @@ def banner(url: str, settings: Settings) -> str:
         names = ", ".join(p.name for p in settings.principals)
         return "\n".join([*lines, f"principals: {names} (tokens in the config file)"])
     token = owner.token
-    hint = "  (generated; pass --token or set ENGEE_AGENT_TOKEN to choose one)" if settings.token_generated else ""
+    hint = f"  (generated; pass --token or set {TOKEN_VARIABLE} to choose one)" if settings.token_generated else ""
     return "\n".join([
         *lines,
         f"token: {token}{hint}",
         f"status page: {url}/?token={token}",
         "in the notebook:",
-        f"    export ENGEE_AGENT_URL={url}",
-        f"    export ENGEE_AGENT_TOKEN={token}",
+        f"    export {URL_VARIABLE}={url}",
+        f"    export {TOKEN_VARIABLE}={token}",
         f'    or: Agent("{url}", token="{token}")',
     ])
 
@@ -70,8 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         where = f"file descriptor {settings.fd}" if settings.fd is not None else f"{settings.host}:{settings.port}"
         sys.exit(f"engee-agent: cannot listen on {where}: {exc.strerror or exc}")
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
-    print(banner(f"{settings.scheme}://{shown}:{port}", settings), flush=True)
+    print(banner(f"{settings.scheme}://{bracketed(host)}:{port}", settings), flush=True)
     # Sockets wait for readiness with add_reader/add_writer, which Windows has only on the selector loop.
     loop = "asyncio:SelectorEventLoop" if sys.platform == "win32" else "auto"
     app = create_app(settings)

@@ -6,11 +6,14 @@ import itertools
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from protocol import ErrorCode
 from protocol.models import Address, Family, SocketInfo, SocketType
 
 from .faults import CallerGone, Fault
+
+T = TypeVar("T")
 
 Gone = Callable[[], Awaitable[None]]
 """Waits until the HTTP caller has disconnected."""
@@ -101,6 +104,22 @@ class Entry:
         if done:
             raise CallerGone()
         return False
+
+    async def attempt(self, call: Callable[[], T], *, write: bool, timeout: float | None = None,
+                      deadline: float | None = None, gone: Gone | None = None) -> T | None:
+        """Make the non-blocking system call `call` until it does not raise BlockingIOError, waiting for
+        readiness in between; None once `timeout` seconds (or the loop time `deadline`) pass first."""
+        loop = asyncio.get_running_loop()
+        if timeout is not None:
+            deadline = loop.time() + timeout
+        while True:
+            try:
+                return call()
+            except BlockingIOError:
+                pass
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            if not await self.wait_ready(write=write, timeout=remaining, gone=gone):
+                return None
 
     def close(self, reason: str = "the socket was closed while waiting") -> None:
         for ready, stop in self._waits.items():

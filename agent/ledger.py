@@ -9,19 +9,15 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+
+from protocol import ErrorDetail
+from protocol.models import Response
 
 log = logging.getLogger("engee.agent")
 
 
-@dataclass(frozen=True)
-class Answer:
-    """An HTTP answer, kept as plain parts so it can be sent again."""
-
-    status: int
-    body: bytes
-    media_type: str
-    headers: tuple[tuple[str, str], ...] = ()
+Outcome = Response | ErrorDetail
+"""What a call ends with, whatever carried it: its response, or its error."""
 
 
 Key = tuple[str, str, int]
@@ -32,11 +28,11 @@ class Ledger:
     def __init__(self, max_answers: int = 10_000, max_bytes: int = 64 << 20) -> None:
         self.max_answers = max_answers
         self.max_bytes = max_bytes
-        self._calls: OrderedDict[Key, asyncio.Future[Answer]] = OrderedDict()
+        self._calls: OrderedDict[Key, asyncio.Future[Outcome]] = OrderedDict()
         self._sessions: dict[tuple[str, str], set[int]] = {}
         self._bytes = 0
 
-    async def run(self, key: Key, compute: Callable[[], Awaitable[Answer]]) -> Answer:
+    async def run(self, key: Key, compute: Callable[[], Awaitable[Outcome | None]]) -> Outcome | None:
         """The call's answer, computed once: a retry of a running call waits for the same answer."""
         known = self._calls.get(key)
         if known is not None:
@@ -50,8 +46,12 @@ class Ledger:
             self._forget(key)  # nothing to give again: a retry runs it anew
             answer.cancel()
             raise
+        if result is None:  # the caller left before anything was done: nothing to give again
+            self._forget(key)
+            answer.cancel()
+            return None
         answer.set_result(result)
-        self._bytes += len(result.body)
+        self._bytes += _weight(result)
         self._evict()
         return result
 
@@ -71,7 +71,7 @@ class Ledger:
         if not seqs:
             del self._sessions[key[:2]]
         if answer.done() and not answer.cancelled():
-            self._bytes -= len(answer.result().body)
+            self._bytes -= _weight(answer.result())
 
     def _evict(self) -> None:
         """Over the bound, drop the oldest finished answers; their clients never acknowledged them."""
@@ -84,16 +84,6 @@ class Ledger:
             self._forget(oldest)
 
 
-def parse_call(value: str | None) -> tuple[str, int, int | None] | None:
-    """`<session>.<seq>[ done=<n>]` -> (session, seq, done); ValueError for anything else."""
-    if value is None:
-        return None
-    call, has_ack, ack = value.partition(" done=")
-    session, dot, seq = call.rpartition(".")
-    if not dot or not 1 <= len(session) <= 64 or not session.isascii() or not _number(seq) or (has_ack and not _number(ack)):
-        raise ValueError(f"the call id {value[:80]!r} is not <session>.<seq> or <session>.<seq> done=<seq>")
-    return session, int(seq), int(ack) if ack else None
-
-
-def _number(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= 18
+def _weight(outcome: Outcome) -> int:
+    """Bytes an outcome holds, near enough for a memory bound: its payload and a little more."""
+    return len(getattr(outcome, "data", b"")) + 256

@@ -10,7 +10,9 @@ import errno
 import ipaddress
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import TypeVar
 from contextlib import asynccontextmanager
 
 from protocol import ErrorCode
@@ -20,6 +22,8 @@ from .descriptors import FAMILIES, TYPES, DescriptorTable, Entry, Gone
 from .faults import CallerGone, Fault
 from .policy import IPAddress, Policy
 from .settings import Limits, Principal
+
+T = TypeVar("T")
 
 _GAI_ERRORS = {getattr(socket, name): name for name in dir(socket) if name.startswith("EAI_")}
 
@@ -108,10 +112,7 @@ class Operations:
         view, sent = memoryview(request.data), 0
         async with entry.writer:
             while sent < len(view):
-                try:
-                    sent += entry.sock.send(view[sent:])
-                except BlockingIOError:
-                    await entry.wait_ready(write=True, timeout=None)
+                sent += await entry.attempt(partial(entry.sock.send, view[sent:]), write=True) or 0
         entry.bytes_out += sent
         return m.SendResponse(sent=sent)
 
@@ -185,10 +186,10 @@ class Operations:
         return {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
 
 
-async def _attempt(entry: Entry, lock: asyncio.Lock, wait: float | None, write: bool, call, gone: Gone | None = None):
+async def _attempt(entry: Entry, lock: asyncio.Lock, wait: float | None, write: bool, call: Callable[[], T],
+                   gone: Gone | None = None) -> T | None:
     """Run a non-blocking `call` under `lock` until it succeeds; None when `wait` seconds pass first."""
-    loop = asyncio.get_running_loop()
-    deadline = None if wait is None else loop.time() + wait
+    deadline = None if wait is None else asyncio.get_running_loop().time() + wait
     if lock.locked():
         try:
             await asyncio.wait_for(lock.acquire(), wait)
@@ -197,14 +198,7 @@ async def _attempt(entry: Entry, lock: asyncio.Lock, wait: float | None, write: 
     else:
         await lock.acquire()
     try:
-        while True:
-            try:
-                return call()
-            except BlockingIOError:
-                pass
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            if not await entry.wait_ready(write=write, timeout=remaining, gone=gone):
-                return None
+        return await entry.attempt(call, write=write, deadline=deadline, gone=gone)
     finally:
         lock.release()
 

@@ -27,13 +27,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from protocol import MAX_PAYLOAD
+from protocol import MAX_PAYLOAD, TOKEN_VARIABLE
 
 from .policy import DEFAULT_CONNECT_DENY, Policy, PolicyError, RuleSet
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8700
-TOKEN_VARIABLE = "ENGEE_AGENT_TOKEN"
 
 
 @dataclass(frozen=True)

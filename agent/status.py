@@ -13,14 +13,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from protocol import PREFIX
+from protocol.models import Address
+
+from .clients import ClientRow, Clients
 
 from .descriptors import DescriptorTable, Entry
 from .gate import COOKIE, PRINCIPAL
 from .settings import Principal
 
 STATUS_PATH = f"{PREFIX}/status"
-CLIENT_WINDOW = 60.0
-"""Seconds after its last call that a client still counts as connected."""
 
 
 class SocketRow(BaseModel):
@@ -34,13 +35,6 @@ class SocketRow(BaseModel):
     idle: float
 
 
-class ClientRow(BaseModel):
-    principal: str
-    session: str
-    calls: int
-    idle: float
-
-
 class Status(BaseModel):
     agent_id: str
     version: str
@@ -48,31 +42,6 @@ class Status(BaseModel):
     principal: str
     clients: list[ClientRow]
     sockets: list[SocketRow]
-
-
-class Clients:
-    """The client sessions that called lately, by their call ids."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], list[float]] = {}
-
-    def seen(self, principal: str, session: str) -> None:
-        entry = self._seen.setdefault((principal, session), [0, 0.0])
-        entry[0] += 1
-        entry[1] = time.monotonic()
-        if len(self._seen) > 10_000:
-            self._forget_old()
-
-    def rows(self, principal: Principal) -> list[ClientRow]:
-        self._forget_old()
-        now = time.monotonic()
-        return [ClientRow(principal=who, session=session, calls=calls, idle=round(now - last, 1))
-                for (who, session), (calls, last) in self._seen.items() if principal.admin or who == principal.name]
-
-    def _forget_old(self) -> None:
-        now = time.monotonic()
-        for key in [key for key, (_, last) in self._seen.items() if now - last > CLIENT_WINDOW]:
-            del self._seen[key]
 
 
 def add_status_routes(app: FastAPI, table: DescriptorTable, clients: Clients, agent_id: str, version: str) -> None:
@@ -104,8 +73,8 @@ def _row(entry: Entry) -> SocketRow:
                      idle=round(time.monotonic() - entry.last_call, 1))
 
 
-def _show(address) -> str:
-    return "" if address is None else f"{address.host}:{address.port}"
+def _show(address: Address | None) -> str:
+    return "" if address is None else str(address)
 
 
 _COLUMNS = ("descriptor", "socket_type", "local", "peer", "owner", "bytes_in", "bytes_out", "idle")

@@ -8,19 +8,21 @@
 """
 
 from protocol import (
-    AgentError, AgentRestartedError, AgentUnreachableError, AuthenticationError, LimitExceededError, ProtocolError,
+    METHODS, AgentError, AgentRestartedError, AgentUnreachableError, AuthenticationError, LimitExceededError,
+    ProtocolError,
 )
 
-from .agent import Agent, DefaultAgent
-from .aio import AsyncAgent, AsyncSocket
-from .device import Socket
+from .aio import AsyncAgent, AsyncHttpTransport, AsyncSocket
 from .result import ResultUIntList
+from .sync import Agent, DefaultAgent, HttpTransport, Socket
+from .transport import AsyncTransport, Call, Reply, Transport
 
 Sockets = DefaultAgent()
 SOCKET = Sockets
 """The seed's example spells it SOCKET."""
 
 __all__ = [
-    "SOCKET", "Agent", "AgentError", "AgentRestartedError", "AgentUnreachableError", "AsyncAgent", "AsyncSocket",
-    "AuthenticationError", "LimitExceededError", "ProtocolError", "ResultUIntList", "Socket", "Sockets",
+    "METHODS", "SOCKET", "Agent", "AgentError", "AgentRestartedError", "AgentUnreachableError", "AsyncAgent",
+    "AsyncHttpTransport", "AsyncSocket", "AsyncTransport", "AuthenticationError", "Call", "HttpTransport",
+    "LimitExceededError", "ProtocolError", "Reply", "ResultUIntList", "Socket", "Sockets", "Transport",
 ]

@@ -2,9 +2,11 @@
 
 Each operation of a socket or an agent is a generator, a *flow*: it checks its arguments, yields
 each call it needs as `(method, request, boot, seq)`, is sent back that call's `(response, boot)`
-(or has the call's exception thrown in where it yielded), and returns the operation's result. The
-blocking `Agent` runs flows with `transport.call(...)`, `AsyncAgent` with `await transport.call(...)`;
-nothing else differs between the two. (httpx runs its auth flows the same way.)
+(or has the call's exception thrown in where it yielded), and returns the operation's result. An
+`Exchange` drives one flow: it numbers each call, and turns each reply into the next step. The
+blocking `Agent` sends the calls with `transport.call(...)`, `AsyncAgent` with
+`await transport.call(...)`; nothing else differs between the two. (httpx runs its auth flows the
+same way.)
 
 Since a flow runs up to its first call before anything is sent, bad arguments raise
 TypeError/ValueError before any network call, in both clients.
@@ -16,47 +18,104 @@ import inspect
 import math
 import os
 import time
-from collections.abc import Generator
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from protocol import METHODS, AgentError, AgentRestartedError, Method, to_bytes
+from protocol import (
+    CA_VARIABLE, METHODS, TOKEN_VARIABLE, AgentError, AgentRestartedError, AnyMethod, CallId, ErrorDetail, Method,
+    exception_for, to_bytes,
+)
 from protocol.errors import describe_validation, is_type_error, where
 from protocol.models import LONG_POLL, Address, Request, Response, SocketInfo
 
+from .calls import CallLog
 from .result import ResultUIntList
-from .wire import RETRY_FOR
-
-URL_VARIABLE = "ENGEE_AGENT_URL"
-TOKEN_VARIABLE = "ENGEE_AGENT_TOKEN"
-CA_VARIABLE = "ENGEE_AGENT_CA"
+from .transport import Call, Reply
 
 CHUNK = 4 * 1024 * 1024
 """A TCP send larger than this goes out in several calls; a stream keeps them in order."""
 
 T = TypeVar("T")
-Call = tuple[Method, Request, "str | None", "int | None"]
+Req = TypeVar("Req", bound=Request)
+Resp = TypeVar("Resp", bound=Response)
+Step = tuple[AnyMethod, Request, "str | None", "int | None"]
 """What a flow yields: a method of the table, its request, the boot id to send, the call's seq (None: a new one)."""
-Answer = tuple[Response, "str | None"]
+Answer = tuple[Any, "str | None"]
 """What a flow is sent back: the call's response and the agent's boot id."""
-Flow = Generator[Call, Answer, T]
+Flow = Generator[Step, Answer, T]
 
 
-def request_for(name: str, fields: dict[str, Any], url: str) -> tuple[Method, Request]:
-    """Method `name` of the table and its request; bad fields raise TypeError or ValueError naming the call."""
-    method = METHODS[name]
+def request_for(method: Method[Req, Resp], fields: dict[str, Any], url: str) -> Req:
+    """The request of `method`; bad fields raise TypeError or ValueError naming the call."""
     try:
-        return method, method.request(**fields)
+        return method.request(**fields)
     except ValidationError as exc:
         error = TypeError if is_type_error(exc) else ValueError
-        raise error(f"{where(name, fields.get('descriptor'), url)}: {describe_validation(exc)}") from None
+        raise error(f"{where(method.name, fields.get('descriptor'), url)}: {describe_validation(exc)}") from None
 
 
-def one_call(url: str, name: str, boot: str | None = None, seq: int | None = None, /, **fields: Any) -> Flow[Answer]:
+def one_call(url: str, method: Method[Req, Resp], boot: str | None = None, seq: int | None = None, /,
+             **fields: Any) -> Generator[Step, Answer, tuple[Resp, str | None]]:
     """The flow of one call of the table to the agent at `url`: its response and the agent's boot id."""
-    method, request = request_for(name, fields, url)
+    request = request_for(method, fields, url)
     return (yield method, request, boot, seq)
+
+
+class Exchange(Generic[T]):
+    """One flow in progress: the next call to send, and what each reply means for the flow.
+
+    `start`, then `reply` or `fail` for each call sent, until they return None: then `result` holds
+    the operation's result. A call the flow numbered itself (to repeat it later) stays open in the
+    call log when an interrupt (KeyboardInterrupt, or a cancellation) cuts it; any other call ends.
+    """
+
+    __slots__ = ("_calls", "_flow", "_last", "_open", "_repeatable", "_url", "result")
+
+    def __init__(self, calls: CallLog, url: str, flow: Flow[T]) -> None:
+        self._calls, self._url, self._flow = calls, url, flow
+        self._open = 0
+        self._repeatable = False
+        self.result: T
+
+    def start(self) -> Call | None:
+        return self._step(self._flow.send, None)
+
+    def reply(self, reply: Reply) -> Call | None:
+        """The reply to the last call: the flow goes on with its response, or with its error raised."""
+        self._calls.end(self._open)
+        outcome = reply.outcome
+        if isinstance(outcome, ErrorDetail):
+            step = self._last
+            return self._step(self._flow.throw, exception_for(outcome, where(
+                step[0].name, getattr(step[1], "descriptor", None), self._url)))
+        return self._step(self._flow.send, (outcome, reply.boot))
+
+    def fail(self, exc: BaseException) -> Call | None:
+        """The last call raised `exc` (the link failed, or an interrupt): the flow goes on with it raised."""
+        if isinstance(exc, Exception) or not self._repeatable:
+            self._calls.end(self._open)
+        return self._step(self._flow.throw, exc)
+
+    def _step(self, advance: Callable[[Any], Step], value: Any) -> Call | None:
+        try:
+            step = advance(value)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+        self._last = step
+        method, request, boot, seq = step
+        self._repeatable = seq is not None
+        self._open = self._calls.begin() if seq is None else self._calls.reopen(seq)
+        return Call(method, request, CallId(self._calls.session, self._open, self._calls.done_mark()), boot)
+
+
+class Runs(Protocol):
+    """What a socket needs of its agent: its URL, its call log, and a way to run a flow (blocking or awaited)."""
+
+    url: str
+    calls: CallLog
 
 
 class SocketCore:
@@ -65,7 +124,7 @@ class SocketCore:
     `Socket` and `AsyncSocket` add the public methods, each running one of these flows on its agent.
     """
 
-    def __init__(self, agent: AgentCore, info: SocketInfo, boot: str | None) -> None:
+    def __init__(self, agent: Runs, info: SocketInfo, boot: str | None) -> None:
         self.agent = agent
         self.descriptor = info.descriptor
         self.family = info.family
@@ -86,33 +145,33 @@ class SocketCore:
         return f"<{type(self).__name__} {self.descriptor} {self.family}/{self.socket_type} {state} at {self.agent.url}>"
 
     def _bind_flow(self, host: str, port: int) -> Flow[None]:
-        info = yield from self._call("bind", host=host, port=port)
+        info = yield from self._call(METHODS.bind, host=host, port=port)
         self._update(info.local, info.peer)
 
     def _listen_flow(self, backlog: int) -> Flow[None]:
-        info = yield from self._call("listen", backlog=backlog)
+        info = yield from self._call(METHODS.listen, backlog=backlog)
         self._update(info.local, info.peer)
 
     def _accept_flow(self, timeout: float | None) -> Flow[int]:
-        return (yield from self._wait("accept", timeout)).descriptor
+        return (yield from self._wait(METHODS.accept, timeout)).descriptor
 
     def _connect_flow(self, host: str, port: int, timeout: float | None) -> Flow[int]:
-        result = yield from self._wait("connect", timeout, host=host, port=port)
+        result = yield from self._wait(METHODS.connect, timeout, host=host, port=port)
         self._update(result.local, result.peer)
         return 0
 
     def _send_flow(self, message: Any) -> Flow[int]:
         data = to_bytes(message)
         if self.socket_type == "SOCK_DGRAM" or len(data) <= CHUNK:
-            return (yield from self._call("send", data=data)).sent
+            return (yield from self._call(METHODS.send, data=data)).sent
         sent = 0
         for start in range(0, len(data), CHUNK):
-            sent += (yield from self._call("send", data=data[start:start + CHUNK])).sent
+            sent += (yield from self._call(METHODS.send, data=data[start:start + CHUNK])).sent
         return sent
 
     def _receive_flow(self, bufsize: int, timeout: float | None) -> Flow[ResultUIntList | None]:
         try:
-            result = yield from self._wait("receive", timeout, bufsize=bufsize)
+            result = yield from self._wait(METHODS.receive, timeout, bufsize=bufsize)
         except _WaitExpired:
             return None
         if result.eof:
@@ -125,7 +184,7 @@ class SocketCore:
                 return False
             socket_descriptor = self.descriptor
         try:
-            return (yield from self._call("is_open", descriptor=socket_descriptor)).open
+            return (yield from self._call(METHODS.is_open, descriptor=socket_descriptor)).open
         except AgentRestartedError:
             return False  # the restart closed every socket of before
 
@@ -134,10 +193,10 @@ class SocketCore:
             return
         for seqs in self._interrupted.values():
             for seq in seqs:
-                self.agent.forget_call(seq)
+                self.agent.calls.end(seq)
         self._interrupted.clear()
         try:
-            yield from self._call("close")
+            yield from self._call(METHODS.close)
         except AgentRestartedError:
             pass  # the restart already closed it
         self._closed = True
@@ -146,16 +205,17 @@ class SocketCore:
         self.local_address = local.as_tuple() if local else None
         self.peer_address = peer.as_tuple() if peer else None
 
-    def _call(self, name: str, **fields: Any) -> Flow[Any]:
+    def _call(self, method: Method[Req, Resp], **fields: Any) -> Flow[Resp]:
         fields.setdefault("descriptor", self.descriptor)
-        return (yield from one_call(self.agent.url, name, self._boot, None, **fields))[0]
+        return (yield from one_call(self.agent.url, method, self._boot, None, **fields))[0]
 
-    def _wait(self, name: str, timeout: float | None, **fields: Any) -> Flow[Any]:
+    def _wait(self, method: Method[Req, Resp], timeout: float | None, **fields: Any) -> Flow[Resp]:
         """A blocking call as a series of bounded waits, so no HTTP timeout ever cuts it.
 
         Interrupted (KeyboardInterrupt, or cancelled in asyncio), the call stays open on the agent,
         whose wait goes on; the next call of this method on this socket collects its answer.
         """
+        name = method.name
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                 raise TypeError(f"{self._where(name)}: timeout must be None or a number of seconds, "
@@ -168,10 +228,10 @@ class SocketCore:
         url, boot, interrupted = self.agent.url, self._boot, self._interrupted
         while True:
             fields["wait"] = LONG_POLL if deadline is None else min(LONG_POLL, max(0.0, deadline - time.monotonic()))
-            method, request = request_for(name, fields, url)
+            request = request_for(method, fields, url)
             seq = self._resume(name)
             try:
-                result = (yield method, request, boot, seq)[0]
+                result: Resp = (yield method, request, boot, seq)[0]
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # an interrupt: what the agent takes waits for the next call
                     interrupted.setdefault(name, []).append(seq)
@@ -189,7 +249,7 @@ class SocketCore:
                 return waiting.pop(0)
             except IndexError:  # another thread took the last one
                 pass
-        return self.agent.new_call()
+        return self.agent.calls.begin()
 
     def _where(self, method: str) -> str:
         return where(method, self.descriptor, self.agent.url)
@@ -200,50 +260,49 @@ class _WaitExpired(TimeoutError):
 
 
 class AgentCore:
-    """An agent at `url`, without I/O: configuration, call numbers, and the agent's own operations as flows.
+    """An agent, without I/O: its URL, its call log, and the agent's own operations as flows.
 
     `Agent` and `AsyncAgent` add the public methods, running these flows over their transport.
     """
 
-    _transport_class: type
-    _socket_class: type[SocketCore]
+    url: str
+    calls: CallLog
 
-    def __init__(self, url: str, token: str | None = None, *, verify: bool | str | None = None,
-                 retry_for: float = RETRY_FOR) -> None:
-        token = token or os.environ.get(TOKEN_VARIABLE)
-        if verify is None:
-            verify = os.environ.get(CA_VARIABLE) or True
-        if not token:
-            raise AgentError(f"no token for the agent at {url}: pass token=... or set {TOKEN_VARIABLE}")
-        self._transport = self._transport_class(url, token, verify=verify, retry_for=retry_for)
-
-    @property
-    def url(self) -> str:
-        return self._transport.url
-
-    def new_call(self) -> int:
-        """A fresh call number, for a caller that wants to be able to repeat the call."""
-        return self._transport.calls.begin()
-
-    def forget_call(self, seq: int) -> None:
-        """Call `seq` will not be repeated: the agent may drop its answer."""
-        self._transport.calls.end(seq)
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.calls = CallLog()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
-    def _socket_flow(self, family: str, socket_type: str, socket_descriptor: int) -> Flow[SocketCore]:
+    def _socket_flow(self, family: str, socket_type: str, socket_descriptor: int) -> Flow[tuple[SocketInfo, str | None]]:
         if socket_descriptor == 0:
-            info, boot = yield from one_call(self.url, "socket", family=family, socket_type=socket_type)
-        else:
-            info, boot = yield from one_call(self.url, "describe", descriptor=socket_descriptor)
-            if (info.family, info.socket_type) != (family, socket_type):
-                raise ValueError(f"descriptor {socket_descriptor} on agent {self.url} is "
-                                 f"{info.family}/{info.socket_type}, not {family}/{socket_type}")
-        return self._socket_class(self, info, boot)
+            return (yield from one_call(self.url, METHODS.socket, family=family, socket_type=socket_type))
+        info, boot = yield from one_call(self.url, METHODS.describe, descriptor=socket_descriptor)
+        if (info.family, info.socket_type) != (family, socket_type):
+            raise ValueError(f"descriptor {socket_descriptor} on agent {self.url} is "
+                             f"{info.family}/{info.socket_type}, not {family}/{socket_type}")
+        return info, boot
 
     def _sockets_flow(self, everyone: bool) -> Flow[list[SocketInfo]]:
-        return (yield from one_call(self.url, "sockets", everyone=everyone))[0].sockets
+        return (yield from one_call(self.url, METHODS.sockets, everyone=everyone))[0].sockets
+
+    def _call_flow(self, method: AnyMethod | str, boot: str | None, seq: int | None, fields: dict[str, Any]) -> Flow[Any]:
+        if isinstance(method, str):
+            if method not in METHODS:
+                raise ValueError(f"{method!r} is not a method of the agent (methods: {', '.join(METHODS.names())})")
+            method = METHODS[method]
+        return (yield from one_call(self.url, method, boot, seq, **fields))[0]
+
+
+def credentials(url: str, token: str | None, verify: bool | str | None) -> tuple[str, bool | str]:
+    """The token and the certificate check for the agent at `url`, from the arguments or the environment."""
+    token = token or os.environ.get(TOKEN_VARIABLE)
+    if not token:
+        raise AgentError(f"no token for the agent at {url}: pass token=... or set {TOKEN_VARIABLE}")
+    if verify is None:
+        verify = os.environ.get(CA_VARIABLE) or True
+    return token, verify
 
 
 def add_function_style(agent_type: type[AgentCore], socket_type: type[SocketCore]) -> None:
@@ -251,7 +310,7 @@ def add_function_style(agent_type: type[AgentCore], socket_type: type[SocketCore
 
     The functions are coroutine functions where the socket's methods are.
     """
-    for name in METHODS:
+    for name in METHODS.names():
         if hasattr(socket_type, name) and name not in ("socket", "describe"):
             setattr(agent_type, name, _function_style(name, socket_type))
 

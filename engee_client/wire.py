@@ -1,6 +1,6 @@
 """How a call to an agent looks on HTTP, without sending anything: the requests to build, the replies to read.
 
-Both transports (blocking and asyncio, in transport.py) are thin I/O layers over this: they only
+Both HTTP transports (sync/http.py and aio/http.py) are thin I/O layers over this: they only
 move the `httpx.Request` built here and hand the `httpx.Response` back, retrying transport failures
 as `Backoff` says.
 """
@@ -13,13 +13,13 @@ import time
 import httpx
 
 from protocol import (
-    AGENT_PATH, BOOT_HEADER, CALL_HEADER, METHODS, META_HEADER, OCTET_STREAM, AgentUnreachableError, ErrorBody, Method,
-    ProtocolError, exception_for, from_raw, to_raw,
+    AGENT_PATH, BOOT_HEADER, CALL_HEADER, JSON, META_HEADER, METHODS, OCTET_STREAM, AgentUnreachableError, ErrorBody,
+    ErrorDetail, ProtocolError, exception_for, from_raw, to_raw,
 )
 from protocol.errors import where
-from protocol.models import Request, Response
+from protocol.models import AgentInfo
 
-from .calls import CallLog
+from .transport import Call, Reply
 
 CONNECT_TIMEOUT = 10.0
 CALL_TIMEOUT = 60.0
@@ -43,62 +43,67 @@ def ssl_context(verify: bool | str, url: str) -> bool | ssl.SSLContext:
 
 
 class Wire:
-    """One client session with the agent at `url`: its call numbers and the HTTP form of every call."""
+    """The HTTP form of every call to the agent at `url`: the request to build, and what a reply means."""
 
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/")
-        self.calls = CallLog()
         self._auth = ("Authorization", f"Bearer {token}")
-        self._routes = {name: (httpx.URL(self.url + method.path), method.raw_request, method.raw_response)
-                        for name, method in METHODS.items()}
+        self._urls = {method.name: httpx.URL(self.url + method.path) for method in METHODS}
 
-    def request(self, method: Method, request: Request, boot: str | None, seq: int) -> httpx.Request:
-        """The HTTP request for call `seq` of `method`; `boot` makes a restarted agent refuse old descriptors."""
-        url, raw_request, raw_response = self._routes[method.name]
-        headers = [self._auth, (CALL_HEADER, f"{self.calls.session}.{seq} done={self.calls.done_mark()}")]
-        if boot:
-            headers.append((BOOT_HEADER, boot))
-        if raw_request:
+    def request(self, call: Call) -> httpx.Request:
+        """The HTTP request for `call`; its boot id makes a restarted agent refuse old descriptors."""
+        method, request = call.method, call.request
+        headers = [self._auth, (CALL_HEADER, str(call.call_id))]
+        if call.boot:
+            headers.append((BOOT_HEADER, call.boot))
+        if method.raw_request:
             meta, content = to_raw(request)
             headers += [("Content-Type", OCTET_STREAM), (META_HEADER, meta)]
             timeout = _UNBOUNDED_READ  # a send blocks while the peer does not read, as a local socket's does
         else:
             content = request.model_dump_json(exclude_defaults=True).encode()
-            headers.append(("Content-Type", "application/json"))
+            headers.append(("Content-Type", JSON))
             wait = getattr(request, "wait", None)
             timeout = _CALL if wait is None else _limits(CALL_TIMEOUT + wait)
-        if raw_response:
+        if method.raw_response:
             headers.append(("Accept", OCTET_STREAM))
-        return httpx.Request("POST", url, content=content, headers=headers, extensions={"timeout": timeout})
+        return httpx.Request("POST", self._urls[method.name], content=content, headers=headers,
+                             extensions={"timeout": timeout})
 
-    def result(self, method: Method, request: Request, reply: httpx.Response) -> tuple[Response, str | None]:
-        """The call's result and the agent's boot id; an error answer raises the exception it maps to."""
+    def reply(self, call: Call, reply: httpx.Response) -> Reply:
+        """The outcome of `call` and the agent's boot id; ProtocolError for an answer that makes no sense."""
+        boot = reply.headers.get(BOOT_HEADER)
         if reply.status_code >= 400:
-            raise _error(reply, self.where(method, request))
+            return Reply(_error(reply, self.where(call)), boot)
+        response_type = call.method.response
         try:
             if reply.headers.get("content-type", "").startswith(OCTET_STREAM):
-                result = from_raw(method.response, reply.headers.get(META_HEADER), reply.content)
+                result = from_raw(response_type, reply.headers.get(META_HEADER), reply.content)
             else:
-                result = method.response.model_validate_json(reply.content)
+                result = response_type.model_validate_json(reply.content)
         except ValueError as exc:
-            raise ProtocolError(f"{self.where(method, request)}: unreadable answer: {exc}") from None
-        return result, reply.headers.get(BOOT_HEADER)
+            raise ProtocolError(f"{self.where(call)}: unreadable answer: {exc}") from None
+        return Reply(result, boot)
 
     def identity_request(self) -> httpx.Request:
         """The request for the agent's identity endpoint."""
         return httpx.Request("GET", self.url + AGENT_PATH, headers=[self._auth], extensions={"timeout": _CALL})
 
-    def identity(self, reply: httpx.Response) -> bytes:
-        """The body of the identity endpoint's reply."""
+    def identity(self, reply: httpx.Response) -> AgentInfo:
+        """The agent's identity from the identity endpoint's reply."""
+        where = self.where(None)
         if reply.status_code >= 400:
-            raise _error(reply, self.where(None, None))
-        return reply.content
+            raise exception_for(_error(reply, where), where)
+        try:
+            return AgentInfo.model_validate_json(reply.content)
+        except ValueError as exc:
+            raise ProtocolError(f"{where}: unreadable answer: {exc}") from None
 
-    def where(self, method: Method | None, request: Request | None) -> str:
-        """How an error message about this call starts (None, None: the identity request)."""
-        if method is None:
+    def where(self, call: Call | None) -> str:
+        """How an error message about this call starts (None: the identity request)."""
+        if call is None:
             return f"GET {AGENT_PATH} (agent {self.url})"
-        return where(method.name, getattr(request, "descriptor", None), self.url)
+        return where(call.method.name, getattr(call.request, "descriptor", None), self.url)
 
 
 class Backoff:
@@ -129,12 +134,11 @@ def _permanent(exc: BaseException | None) -> bool:
     return False
 
 
-def _error(reply: httpx.Response, where: str) -> Exception:
+def _error(reply: httpx.Response, where: str) -> ErrorDetail:
     try:
-        detail = ErrorBody.model_validate_json(reply.content).error
+        return ErrorBody.model_validate_json(reply.content).error
     except ValueError:
-        return ProtocolError(f"{where}: HTTP {reply.status_code} without an error body: {reply.text[:200]!r}")
-    return exception_for(detail, where)
+        raise ProtocolError(f"{where}: HTTP {reply.status_code} without an error body: {reply.text[:200]!r}") from None
 
 
 def _limits(read: float | None) -> dict[str, float | None]:

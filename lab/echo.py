@@ -14,6 +14,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from protocol import host_port
+
 
 class UdpEcho(asyncio.DatagramProtocol):
     """Sends each datagram back to the address it came from."""
@@ -41,9 +43,7 @@ async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 
 def announce(kind: str, sockname: tuple, role: str = "echo") -> None:
     """Print the banner line that tells a caller the real address: `<role> <kind> listening on HOST:PORT`."""
-    host, port = sockname[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"{role} {kind} listening on {shown}:{port}", flush=True)
+    print(f"{role} {kind} listening on {host_port(*sockname[:2])}", flush=True)
 
 
 def stop_event() -> asyncio.Event:

@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from protocol import TOKEN_VARIABLE
+
 
 class ChildProcess:
     """A command whose output goes to a log file, ready once a line matching `banner` appears.
@@ -84,7 +86,7 @@ class AgentProcess(ChildProcess):
         self.token = token or secrets.token_urlsafe(16)
         self.url = ""
         super().__init__([sys.executable, "-m", "agent", "--host", host, "--port", "0", *args],
-                         r"engee-agent listening on (\S+)", env={"ENGEE_AGENT_TOKEN": self.token}, log_dir=log_dir)
+                         r"engee-agent listening on (\S+)", env={TOKEN_VARIABLE: self.token}, log_dir=log_dir)
 
     def start(self, timeout: float = 20.0) -> AgentProcess:
         self.url = super().start(timeout).group(1)

@@ -1,18 +1,35 @@
-"""The method table: each Sockets method once. The agent routes and the client calls from it."""
+"""The method table: each Sockets method once. The agent dispatches, routes and documents from it; the client calls from it.
 
-from dataclasses import dataclass
+`METHODS.bind` is a `Method[BindRequest, SocketInfo]`, so a checker knows what a call answers;
+`METHODS["bind"]` and iteration serve whoever goes by name (the HTTP routes, a channel frame).
+Adding a method is one entry here plus one agent operation of the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from . import models as m
 from .payload import has_payload
 from .version import PREFIX
 
+Req = TypeVar("Req", bound=m.Request)
+Resp = TypeVar("Resp", bound=m.Response)
+
 
 @dataclass(frozen=True)
-class Method:
-    name: str
-    request: type[m.Request]
-    response: type[m.Response]
+class Method(Generic[Req, Resp]):
+    """One method: its request and response models and one line of doc; named by its place in the table."""
+
+    request: type[Req]
+    response: type[Resp]
     doc: str
+    name: str = field(default="", compare=False)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        object.__setattr__(self, "name", name)
 
     @property
     def path(self) -> str:
@@ -32,22 +49,45 @@ class Method:
         return has_payload(self.response)
 
 
-METHODS: dict[str, Method] = {
-    method.name: method
-    for method in (
-        Method("socket", m.SocketRequest, m.SocketInfo, "Create a socket; returns its descriptor."),
-        Method("describe", m.DescriptorRequest, m.SocketInfo, "Family, type and addresses of an open socket."),
-        Method("bind", m.BindRequest, m.SocketInfo, "Bind to a local address; port 0 picks a free port."),
-        Method("listen", m.ListenRequest, m.SocketInfo, "Listen for incoming TCP connections."),
-        Method("accept", m.AcceptRequest, m.AcceptResponse, "Wait for a TCP client; returns the new descriptor."),
-        Method("connect", m.ConnectRequest, m.ConnectResponse, "Connect to a peer (TCP) or set the peer (UDP)."),
-        Method("send", m.SendRequest, m.SendResponse, "Send bytes: all of them on TCP, one datagram on UDP."),
-        Method("receive", m.ReceiveRequest, m.ReceiveResponse, "Receive up to bufsize bytes, or one datagram."),
-        Method("is_open", m.IsOpenRequest, m.IsOpenResponse, "Whether a descriptor is open."),
-        Method("close", m.DescriptorRequest, m.CloseResponse, "Close a socket; closing twice is not an error."),
-        Method("sockets", m.ListRequest, m.SocketList, "The caller's open sockets; an admin may ask for everyone's."),
-    )
-}
+AnyMethod = Method[Any, Any]
+
+
+class MethodTable:
+    """Every method of the protocol, as typed attributes; also a read-only mapping by name."""
+
+    socket = Method(m.SocketRequest, m.SocketInfo, "Create a socket; returns its descriptor.")
+    describe = Method(m.DescriptorRequest, m.SocketInfo, "Family, type and addresses of an open socket.")
+    bind = Method(m.BindRequest, m.SocketInfo, "Bind to a local address; port 0 picks a free port.")
+    listen = Method(m.ListenRequest, m.SocketInfo, "Listen for incoming TCP connections.")
+    accept = Method(m.AcceptRequest, m.AcceptResponse, "Wait for a TCP client; returns the new descriptor.")
+    connect = Method(m.ConnectRequest, m.ConnectResponse, "Connect to a peer (TCP) or set the peer (UDP).")
+    send = Method(m.SendRequest, m.SendResponse, "Send bytes: all of them on TCP, one datagram on UDP.")
+    receive = Method(m.ReceiveRequest, m.ReceiveResponse, "Receive up to bufsize bytes, or one datagram.")
+    is_open = Method(m.IsOpenRequest, m.IsOpenResponse, "Whether a descriptor is open.")
+    close = Method(m.DescriptorRequest, m.CloseResponse, "Close a socket; closing twice is not an error.")
+    sockets = Method(m.ListRequest, m.SocketList, "The caller's open sockets; an admin may ask for everyone's.")
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, AnyMethod] = {
+            name: value for name, value in vars(MethodTable).items() if isinstance(value, Method)}
+
+    def __getitem__(self, name: str) -> AnyMethod:
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[AnyMethod]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+
+METHODS = MethodTable()
 
 AGENT_PATH = f"{PREFIX}/agent"
 HEALTH_PATH = "/healthz"

@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .addresses import host_port
 from .payload import MAX_PAYLOAD, Payload
 
 Family = Literal["AF_INET", "AF_INET6"]
@@ -42,6 +43,9 @@ class Address(Response):
 
     def as_tuple(self) -> tuple[str, int]:
         return self.host, self.port
+
+    def __str__(self) -> str:
+        return host_port(self.host, self.port)
 
 
 class DescriptorRequest(Request):

@@ -15,3 +15,10 @@ JSON = "application/json"
 CALL_HEADER = "X-Engee-Call"
 """`<session>.<seq>`, optionally followed by ` done=<seq>`: the client's id of a call, run at most once
 however often it is retried, and the number up to which the client has every answer of its session."""
+
+URL_VARIABLE = "ENGEE_AGENT_URL"
+"""The environment variable naming the agent a notebook's `Sockets` talks to."""
+TOKEN_VARIABLE = "ENGEE_AGENT_TOKEN"
+"""The token: the agent's when it starts, the client's when it calls."""
+CA_VARIABLE = "ENGEE_AGENT_CA"
+"""A CA file the client trusts for an https agent with a self-signed certificate."""

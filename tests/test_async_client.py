@@ -68,7 +68,11 @@ def test_the_same_api_as_the_sync_client() -> None:
         blocking, awaited = getattr(Agent, name), getattr(AsyncAgent, name)
         assert inspect.iscoroutinefunction(awaited), name
         assert inspect.signature(awaited).parameters == inspect.signature(blocking).parameters, name
-    assert inspect.signature(AsyncAgent).parameters == inspect.signature(Agent).parameters
+    # The same parameters, but for the transport, which is awaited in one and blocking in the other.
+    awaited, blocking = inspect.signature(AsyncAgent).parameters, inspect.signature(Agent).parameters
+    assert list(awaited) == list(blocking)
+    assert [p for p in awaited.values() if p.name != "transport"] == [p for p in blocking.values() if p.name != "transport"]
+    assert (awaited["transport"].annotation, blocking["transport"].annotation) == ("AsyncTransport | None", "Transport | None")
 
 
 def test_seed_loop_with_awaits(agent_process: AgentProcess) -> None:
@@ -272,7 +276,7 @@ def test_bad_arguments_fail_before_any_network_call() -> None:
                                (sock.receive(-1), ValueError), (sock.connect("127.0.0.1", 1, timeout=-1), ValueError)]:
                 with pytest.raises(error):  # not AgentUnreachableError: nothing was sent
                     await bad
-            calls = dead._transport.calls
+            calls = dead.calls
             assert calls.done_mark() == calls.begin() - 1  # and no call was left open: the agent may forget all
 
     asyncio.run(test())
@@ -317,7 +321,7 @@ def test_cancelled_receive_loses_nothing(agent_process: AgentProcess) -> None:
                 await conn.close()
 
         # A call cancelled halfway that nobody can repeat leaves no call open on the client's side.
-        calls = agent._transport.calls
+        calls = agent.calls
         task = asyncio.create_task(server.is_open())
         await asyncio.sleep(0)
         task.cancel()

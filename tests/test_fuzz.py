@@ -230,7 +230,7 @@ def _method_param(name: str):
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
-@pytest.mark.parametrize("name", [_method_param(name) for name in METHODS])
+@pytest.mark.parametrize("name", [_method_param(name) for name in METHODS.names()])
 def test_fuzz_method(name: str, mode: GenerationMode, api_schema, sandboxed_agent: SandboxedAgent,
                      session: requests.Session, seeded: list[int]) -> None:
     """No 5xx, and every answer is documented: status code, content type and body."""
@@ -340,7 +340,7 @@ def test_bad_raw_meta_is_a_bad_request(meta: str, sandboxed_agent: SandboxedAgen
 
 @pytest.mark.parametrize("path", [
     AGENT_PATH,
-    *(method.path for method in METHODS.values())])
+    *(method.path for method in METHODS)])
 def test_refusals_are_documented(path: str, sandboxed_agent: SandboxedAgent, session: requests.Session,
                                  api_schema) -> None:
     """A call without a token (401) or under a foreign Host name (403) gets an answer the document lists."""
@@ -382,5 +382,5 @@ def test_agent_survives_fuzzing(sandboxed_agent: SandboxedAgent, session: reques
     assert sandboxed_agent.process.poll() is None, f"the fuzzed agent died:\n{sandboxed_agent.output()}"
     response = session.get(f"{sandboxed_agent.url}{AGENT_PATH}", timeout=30)
     assert response.status_code == 200, response.text
-    assert response.json()["methods"] == list(METHODS)
+    assert response.json()["methods"] == METHODS.names()
     assert response.json()["protocol_version"] == PROTOCOL_VERSION

@@ -30,8 +30,8 @@ NOT_A_BYTE = st.integers().filter(lambda n: not 0 <= n <= 255) | st.floats() | s
 ADDRESSES = st.builds(Address, host=st.text(min_size=1, max_size=40), port=st.integers(0, 65535))
 
 MODELS: list[type[BaseModel]] = list(dict.fromkeys(
-    model for method in METHODS.values() for model in (method.request, method.response)))
-REQUESTS = list(dict.fromkeys(method.request for method in METHODS.values()))
+    model for method in METHODS for model in (method.request, method.response)))
+REQUESTS = list(dict.fromkeys(method.request for method in METHODS))
 
 
 def _field_values() -> st.SearchStrategy:

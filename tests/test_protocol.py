@@ -18,13 +18,13 @@ def test_protocol_imports_no_io_framework() -> None:
 
 
 def test_method_table_covers_the_nine_seed_methods() -> None:
-    assert {"socket", "bind", "listen", "accept", "connect", "send", "receive", "is_open", "close"} <= set(METHODS)
-    for method in METHODS.values():
+    assert {"socket", "bind", "listen", "accept", "connect", "send", "receive", "is_open", "close"} <= set(METHODS.names())
+    for method in METHODS:
         assert method.path == f"{PREFIX}/{method.name}"
         assert method.doc
-    assert {name for name, method in METHODS.items() if method.blocking} == {"accept", "connect", "receive"}
-    assert [name for name, method in METHODS.items() if method.raw_request] == ["send"]
-    assert [name for name, method in METHODS.items() if method.raw_response] == ["receive"]
+    assert {method.name for method in METHODS if method.blocking} == {"accept", "connect", "receive"}
+    assert [method.name for method in METHODS if method.raw_request] == ["send"]
+    assert [method.name for method in METHODS if method.raw_response] == ["receive"]
 
 
 @pytest.mark.parametrize("value", [b"\x00\xffab", bytearray(b"\x00\xffab"), memoryview(b"\x00\xffab"), [0, 255, 97, 98], (0, 255, 97, 98)])

@@ -9,7 +9,7 @@ import pytest
 
 from lab.process import AgentProcess
 from engee_client import ResultUIntList
-from engee_client.agent import DefaultAgent
+from engee_client import DefaultAgent
 
 
 @pytest.mark.usefixtures("sockets_env")

@@ -15,7 +15,7 @@ import pytest
 
 from lab.process import AgentProcess
 from engee_client import Agent, AgentUnreachableError, AuthenticationError
-from engee_client.agent import DefaultAgent
+from engee_client import DefaultAgent
 
 from .conftest import Background
 

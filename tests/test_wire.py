@@ -82,7 +82,7 @@ def test_every_response_carries_the_boot_id(http: httpx.Client, agent: Agent) ->
 
 def test_openapi_describes_every_method(http: httpx.Client, agent: Agent) -> None:
     document = http.get("/openapi.json").json()
-    for method in METHODS.values():
+    for method in METHODS:
         operation = document["paths"][method.path]["post"]
         content = operation["requestBody"]["content"]
         assert content["application/json"]["schema"]["title"] == method.request.__name__

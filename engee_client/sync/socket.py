@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
-from .core import CHUNK, SocketCore
-from .result import ResultUIntList
+from ..core import Flow, Runs, SocketCore
+from ..result import ResultUIntList
 
-if TYPE_CHECKING:
-    from .agent import Agent
+T = TypeVar("T")
 
-__all__ = ["CHUNK", "Socket"]
+
+class Runner(Runs, Protocol):
+    def _run(self, flow: Flow[T]) -> T: ...
 
 
 class Socket(SocketCore):
     """A socket that lives on an agent; every method is a call to that agent."""
 
-    agent: Agent
+    agent: Runner
 
     def bind(self, host: str, port: int) -> None:
         """Bind to a local address on the agent's machine; port 0 picks a free port."""

@@ -1,0 +1,78 @@
+"""`AsyncAgent`: one agent, offering the seed's `Socket(...)` and function-style methods, awaited."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from protocol import AnyMethod
+from protocol.models import AgentInfo, Response, SocketInfo
+
+from ..core import AgentCore, Exchange, Flow, add_function_style, credentials
+from ..transport import AsyncTransport
+from ..wire import RETRY_FOR
+from .http import AsyncHttpTransport
+from .socket import AsyncSocket
+
+T = TypeVar("T")
+
+
+class AsyncAgent(AgentCore):
+    """An agent at `url`, awaited; the same arguments as `Agent` (`token`, `verify`, `retry_for`, `transport`).
+
+    Use it within one event loop (`async with AsyncAgent(...) as lab:`); its connections belong to that loop.
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, verify: bool | str | None = None,
+                 retry_for: float = RETRY_FOR, transport: AsyncTransport | None = None) -> None:
+        super().__init__(url)
+        if transport is None:
+            token, verify = credentials(url, token, verify)
+            transport = AsyncHttpTransport(url, token, verify=verify, retry_for=retry_for)
+        self.transport = transport
+
+    async def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM",  # noqa: N802 - the seed's name
+                     socket_descriptor: int = 0) -> AsyncSocket:
+        """A new socket on the agent, or (with a descriptor, e.g. from accept) the existing one."""
+        return AsyncSocket(self, *await self._run(self._socket_flow(family, socket_type, socket_descriptor)))
+
+    async def sockets(self, everyone: bool = False) -> list[SocketInfo]:
+        """This caller's open sockets on the agent; `everyone=True` lists all principals' (admins only)."""
+        return await self._run(self._sockets_flow(everyone))
+
+    async def info(self) -> AgentInfo:
+        """The agent's identity, boot id, version and methods."""
+        return await self.transport.identity()
+
+    async def call(self, method: AnyMethod | str, *, boot: str | None = None, seq: int | None = None,
+                   **fields: Any) -> Response:
+        """Run one method of the table (`METHODS.bind`, or its name); bad arguments raise ValueError/TypeError
+        before any network call. `seq` repeats an interrupted call: the agent answers it from its ledger."""
+        return await self._run(self._call_flow(method, boot, seq, fields))
+
+    async def disconnect(self) -> None:
+        """Close the connections to the agent; the agent's sockets stay as they are."""
+        await self.transport.aclose()
+
+    aclose = disconnect
+
+    async def __aenter__(self) -> AsyncAgent:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
+
+    async def _run(self, flow: Flow[T]) -> T:
+        """Run a flow: each call it makes goes to the agent, and the reply, or the exception, goes back in."""
+        exchange = Exchange(self.calls, self.url, flow)
+        call = exchange.start()
+        while call is not None:
+            try:
+                reply = await self.transport.call(call)
+            except BaseException as exc:
+                call = exchange.fail(exc)
+            else:
+                call = exchange.reply(reply)
+        return exchange.result
+
+
+add_function_style(AsyncAgent, AsyncSocket)

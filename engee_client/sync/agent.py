@@ -1,0 +1,100 @@
+"""`Agent`: one agent, offering the seed's `Socket(...)` and function-style methods, blocking."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar
+
+from protocol import URL_VARIABLE, TOKEN_VARIABLE, AgentError, AnyMethod
+from protocol.models import AgentInfo, Response, SocketInfo
+
+from ..core import AgentCore, Exchange, Flow, add_function_style, credentials
+from ..transport import Transport
+from ..wire import RETRY_FOR
+from .http import HttpTransport
+from .socket import Socket
+
+T = TypeVar("T")
+
+
+class Agent(AgentCore):
+    """An agent at `url`; `token` defaults to $ENGEE_AGENT_TOKEN.
+
+    `verify` checks an https agent's certificate: True for httpx's default CA bundle (certifi, or
+    $SSL_CERT_FILE), or the path of a CA file for a self-signed setup (default $ENGEE_AGENT_CA).
+    `retry_for` is how many seconds a call is retried after transport failures before giving up.
+    `transport` replaces the HTTP transport those three configure (an in-process one in tests).
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, verify: bool | str | None = None,
+                 retry_for: float = RETRY_FOR, transport: Transport | None = None) -> None:
+        super().__init__(url)
+        if transport is None:
+            token, verify = credentials(url, token, verify)
+            transport = HttpTransport(url, token, verify=verify, retry_for=retry_for)
+        self.transport = transport
+
+    def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM",  # noqa: N802 - the seed's name
+               socket_descriptor: int = 0) -> Socket:
+        """A new socket on the agent, or (with a descriptor, e.g. from accept) the existing one."""
+        return Socket(self, *self._run(self._socket_flow(family, socket_type, socket_descriptor)))
+
+    def sockets(self, everyone: bool = False) -> list[SocketInfo]:
+        """This caller's open sockets on the agent; `everyone=True` lists all principals' (admins only)."""
+        return self._run(self._sockets_flow(everyone))
+
+    def info(self) -> AgentInfo:
+        """The agent's identity, boot id, version and methods."""
+        return self.transport.identity()
+
+    def call(self, method: AnyMethod | str, *, boot: str | None = None, seq: int | None = None,
+             **fields: Any) -> Response:
+        """Run one method of the table (`METHODS.bind`, or its name); bad arguments raise ValueError/TypeError
+        before any network call. `seq` repeats an interrupted call: the agent answers it from its ledger."""
+        return self._run(self._call_flow(method, boot, seq, fields))
+
+    def disconnect(self) -> None:
+        """Close the connections to the agent; the agent's sockets stay as they are."""
+        self.transport.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.disconnect()
+
+    def _run(self, flow: Flow[T]) -> T:
+        """Run a flow: each call it makes goes to the agent, and the reply, or the exception, goes back in."""
+        exchange = Exchange(self.calls, self.url, flow)
+        call = exchange.start()
+        while call is not None:
+            try:
+                reply = self.transport.call(call)
+            except BaseException as exc:
+                call = exchange.fail(exc)
+            else:
+                call = exchange.reply(reply)
+        return exchange.result
+
+
+add_function_style(Agent, Socket)
+
+
+class DefaultAgent(Agent):
+    """The agent named by $ENGEE_AGENT_URL and $ENGEE_AGENT_TOKEN (and $ENGEE_AGENT_CA), configured on first use."""
+
+    def __init__(self) -> None:  # nothing happens until first use
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("url", "calls", "transport"):
+            raise AttributeError(name)
+        url = os.environ.get(URL_VARIABLE)
+        if not url:
+            raise AgentError(f"no agent configured: set {URL_VARIABLE} and {TOKEN_VARIABLE}, "
+                             f"or use Agent(url, token=...)")
+        Agent.__init__(self, url)
+        return getattr(self, name)
+
+    def __repr__(self) -> str:
+        return f"Sockets (the agent at ${URL_VARIABLE})"
