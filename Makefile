@@ -11,7 +11,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,plot]'
+	$(BIN)/python -m pip install --quiet -e '.[test,check,bench,plot]'
 	touch $(STAMP)
 
 test: $(STAMP) test-tools

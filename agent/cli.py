@@ -14,8 +14,7 @@ from protocol import TOKEN_VARIABLE, URL_VARIABLE, bracketed
 from .app import create_app
 from .settings import Settings, SettingsError, load
 
-
-SHUTDOWN_GRACE = 3.0
+SHUTDOWN_GRACE = 3
 """Seconds calls in progress get after SIGTERM/SIGINT before they are cut and every socket is closed."""
 
 

@@ -6,7 +6,7 @@ import itertools
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from protocol import ErrorCode
 from protocol.models import Address, Family, SocketInfo, SocketType
@@ -22,7 +22,11 @@ FAMILIES: dict[str, socket.AddressFamily] = {"AF_INET": socket.AF_INET, "AF_INET
 TYPES: dict[str, socket.SocketKind] = {"SOCK_STREAM": socket.SOCK_STREAM, "SOCK_DGRAM": socket.SOCK_DGRAM}
 
 
-def _address(get: Callable[[], tuple]) -> Address | None:
+SocketAddress = tuple[Any, ...]
+"""An address as the socket module gives and takes it: (host, port) or (host, port, flowinfo, scope_id)."""
+
+
+def _address(get: Callable[[], SocketAddress]) -> Address | None:
     try:
         host, port = get()[:2]
     except OSError:
@@ -49,9 +53,9 @@ class Entry:
         self.listening = False
         self.bytes_in = 0
         self.bytes_out = 0
-        self.connecting: asyncio.Task | None = None
-        self.connect_target: tuple | None = None
-        self._waits: dict[asyncio.Future, Callable[[], object]] = {}
+        self.connecting: asyncio.Task[None] | None = None
+        self.connect_target: SocketAddress | None = None
+        self._waits: dict[asyncio.Future[None], Callable[[], object]] = {}
 
     @property
     def stream(self) -> bool:
@@ -80,7 +84,7 @@ class Entry:
         """
         loop = asyncio.get_running_loop()
         fd = self.sock.fileno()
-        ready = loop.create_future()
+        ready: asyncio.Future[None] = loop.create_future()
         if write:
             loop.add_writer(fd, _wake, ready)
             self._waits[ready] = lambda: loop.remove_writer(fd)
@@ -89,7 +93,7 @@ class Entry:
             self._waits[ready] = lambda: loop.remove_reader(fd)
         watcher = asyncio.ensure_future(gone()) if gone is not None else None
         try:
-            done, _ = await asyncio.wait({ready, watcher} - {None}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(futures(ready, watcher), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop = self._waits.pop(ready, None)
             if stop is not None:
@@ -132,7 +136,12 @@ class Entry:
         self.sock.close()
 
 
-def _wake(ready: asyncio.Future) -> None:
+def futures(*futures: asyncio.Future[None] | None) -> set[asyncio.Future[None]]:
+    """The futures to wait for, leaving out a watcher that is not there."""
+    return {future for future in futures if future is not None}
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
     if not ready.done():
         ready.set_result(None)
 

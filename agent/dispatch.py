@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from protocol import PROTOCOL_VERSION, METHODS, AnyMethod, CallId, ErrorCode, ErrorDetail
+from protocol import METHODS, PROTOCOL_VERSION, AnyMethod, CallId, ErrorCode, ErrorDetail
 from protocol import models as m
 from protocol.errors import describe_validation, detail_from_os_error
 

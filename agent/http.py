@@ -15,8 +15,19 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from protocol import (
-    BOOT_HEADER, CALL_HEADER, JSON, META_HEADER, METHODS, OCTET_STREAM, AnyMethod, CallId, ErrorBody, ErrorCode,
-    ErrorDetail, from_raw, to_raw,
+    BOOT_HEADER,
+    CALL_HEADER,
+    JSON,
+    META_HEADER,
+    METHODS,
+    OCTET_STREAM,
+    AnyMethod,
+    CallId,
+    ErrorBody,
+    ErrorCode,
+    ErrorDetail,
+    from_raw,
+    to_raw,
 )
 from protocol import models as m
 
@@ -32,7 +43,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                  ErrorCode.AGENT_RESTARTED, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                  ErrorCode.BAD_REQUEST, ErrorCode.LIMIT_EXCEEDED)
 }
-SECURITY = {"security": [{"bearer": []}]}
+SECURITY: dict[str, Any] = {"security": [{"bearer": []}]}
 _CALLER_LEFT = 499
 """Not sent to anyone: the status a route ends with when its caller has gone."""
 
@@ -106,9 +117,10 @@ async def _read(method: AnyMethod, request: Request, max_body: int) -> m.Request
         if len(body) > max_body:
             raise Fault(ErrorCode.PAYLOAD_TOO_LARGE,
                         f"request body is over the agent's limit max_body = {max_body} bytes")
+    request_type: type[m.Request] = method.request
     if media_type == OCTET_STREAM:
-        return from_raw(method.request, request.headers.get(META_HEADER), bytes(body))
-    return method.request.model_validate_json(body or b"{}")
+        return from_raw(request_type, request.headers.get(META_HEADER), bytes(body))
+    return request_type.model_validate_json(body or b"{}")
 
 
 _META = {META_HEADER: {"description": "The model's other fields as JSON.", "schema": {"type": "string"}}}

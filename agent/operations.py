@@ -11,14 +11,14 @@ import ipaddress
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import TypeVar
-from contextlib import asynccontextmanager
 
 from protocol import ErrorCode
 from protocol import models as m
 
-from .descriptors import FAMILIES, TYPES, DescriptorTable, Entry, Gone
+from .descriptors import FAMILIES, TYPES, DescriptorTable, Entry, Gone, SocketAddress, futures
 from .faults import CallerGone, Fault
 from .policy import IPAddress, Policy
 from .settings import Limits, Principal
@@ -87,7 +87,7 @@ class Operations:
         watcher = asyncio.ensure_future(gone()) if gone is not None else None
         try:
             async with self._wait_slot():
-                done, _ = await asyncio.wait({task, watcher} - {None}, timeout=request.wait,
+                done, _ = await asyncio.wait(futures(task, watcher), timeout=request.wait,
                                              return_when=asyncio.FIRST_COMPLETED)
         finally:
             if watcher is not None:
@@ -122,16 +122,18 @@ class Operations:
             raise Fault(ErrorCode.PAYLOAD_TOO_LARGE,
                         f"bufsize {request.bufsize} is over the agent's limit max_bufsize = {self.limits.max_bufsize}")
         size = request.bufsize
-        call = (lambda: entry.sock.recv(size)) if entry.stream else (lambda: entry.sock.recvfrom(size))
+        def call() -> tuple[bytes, SocketAddress | None]:
+            return (entry.sock.recv(size), None) if entry.stream else entry.sock.recvfrom(size)
+
         async with self._wait_slot():
             result = await _attempt(entry, entry.reader, request.wait, False, call, gone)
         if result is None:
             return m.ReceiveResponse(pending=True)
-        entry.bytes_in += len(result if entry.stream else result[0])
-        if entry.stream:
-            return m.ReceiveResponse(data=result, eof=not result)
-        data, (host, port, *_) = result
-        return m.ReceiveResponse(data=data, peer=m.Address(host=host, port=port))
+        data, sender = result
+        entry.bytes_in += len(data)
+        if sender is None:
+            return m.ReceiveResponse(data=data, eof=not data)
+        return m.ReceiveResponse(data=data, peer=m.Address(host=sender[0], port=sender[1]))
 
     async def is_open(self, request: m.IsOpenRequest, principal: Principal) -> m.IsOpenResponse:
         return m.IsOpenResponse(open=self.table.is_open(request.descriptor, principal.name))
@@ -164,7 +166,7 @@ class Operations:
         finally:
             self._waiting -= 1
 
-    async def _resolve(self, entry: Entry, action: str, host: str, port: int) -> tuple:
+    async def _resolve(self, entry: Entry, action: str, host: str, port: int) -> SocketAddress:
         """Resolve on the agent (the notebook's DNS is not the lab's), then apply the policy."""
         loop = asyncio.get_running_loop()
         try:
@@ -203,7 +205,7 @@ async def _attempt(entry: Entry, lock: asyncio.Lock, wait: float | None, write: 
         lock.release()
 
 
-async def _connect_stream(entry: Entry, target: tuple) -> None:
+async def _connect_stream(entry: Entry, target: SocketAddress) -> None:
     async with entry.writer:
         try:
             entry.sock.connect(target)

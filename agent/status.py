@@ -16,7 +16,6 @@ from protocol import PREFIX
 from protocol.models import Address
 
 from .clients import ClientRow, Clients
-
 from .descriptors import DescriptorTable, Entry
 from .gate import COOKIE, PRINCIPAL
 from .settings import Principal

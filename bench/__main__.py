@@ -18,8 +18,8 @@ from pathlib import Path
 
 import rpyc
 
-from lab.process import AgentProcess
 from engee_client import Agent
+from lab.process import AgentProcess
 
 from .peers import HOST, RpycServer
 from .report import MIB, VARIANTS, Workload, render, run_facts

@@ -6,6 +6,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Self
 
 from lab.process import ChildProcess
 
@@ -51,7 +52,7 @@ class Sink:
     def close(self) -> None:
         self._listener.close()
 
-    def __enter__(self) -> Sink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -68,6 +69,6 @@ class RpycServer(ChildProcess):
         super().__init__([sys.executable, str(script), "--host", HOST, "-p", "0"], r"server started on \[[^\]]*\]:(\d+)")
         self.port = 0
 
-    def __enter__(self) -> RpycServer:
-        self.port = int(self.start().group(1))
+    def __enter__(self) -> Self:
+        self.port = int(self.start().match.group(1))
         return self

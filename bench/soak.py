@@ -28,8 +28,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.process import AgentProcess
 from engee_client import Agent
+from lab.process import AgentProcess
 
 from .peers import HOST
 from .report import run_facts
@@ -79,7 +79,7 @@ class Usage:
     @staticmethod
     def of(pid: int) -> Usage:
         status = Path(f"/proc/{pid}/status").read_text()
-        rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
+        rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
         return Usage(rss, len(os.listdir(f"/proc/{pid}/fd")), cpu)

@@ -8,7 +8,12 @@
 """
 
 from protocol import (
-    METHODS, AgentError, AgentRestartedError, AgentUnreachableError, AuthenticationError, LimitExceededError,
+    METHODS,
+    AgentError,
+    AgentRestartedError,
+    AgentUnreachableError,
+    AuthenticationError,
+    LimitExceededError,
     ProtocolError,
 )
 

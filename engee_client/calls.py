@@ -51,7 +51,7 @@ class CallLog:
 class Numbered:
     """The context `CallLog.number` returns."""
 
-    __slots__ = ("_log", "_seq", "_repeatable")
+    __slots__ = ("_log", "_repeatable", "_seq")
 
     def __init__(self, log: CallLog, seq: int, repeatable: bool) -> None:
         self._log, self._seq, self._repeatable = log, seq, repeatable

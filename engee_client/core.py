@@ -24,11 +24,30 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import ValidationError
 
 from protocol import (
-    CA_VARIABLE, METHODS, TOKEN_VARIABLE, AgentError, AgentRestartedError, AnyMethod, CallId, ErrorDetail, Method,
-    exception_for, to_bytes,
+    CA_VARIABLE,
+    METHODS,
+    TOKEN_VARIABLE,
+    AgentError,
+    AgentRestartedError,
+    AnyMethod,
+    CallId,
+    ErrorDetail,
+    Method,
+    ProtocolError,
+    exception_for,
+    to_bytes,
 )
 from protocol.errors import describe_validation, is_type_error, where
-from protocol.models import LONG_POLL, Address, Request, Response, SocketInfo
+from protocol.models import (
+    LONG_POLL,
+    AcceptResponse,
+    Address,
+    ConnectResponse,
+    ReceiveResponse,
+    Request,
+    Response,
+    SocketInfo,
+)
 
 from .calls import CallLog
 from .result import ResultUIntList
@@ -40,6 +59,8 @@ CHUNK = 4 * 1024 * 1024
 T = TypeVar("T")
 Req = TypeVar("Req", bound=Request)
 Resp = TypeVar("Resp", bound=Response)
+Waited = TypeVar("Waited", AcceptResponse, ConnectResponse, ReceiveResponse)
+"""The answers of blocking methods, which may be `pending`."""
 Step = tuple[AnyMethod, Request, "str | None", "int | None"]
 """What a flow yields: a method of the table, its request, the boot id to send, the call's seq (None: a new one)."""
 Answer = tuple[Any, "str | None"]
@@ -153,7 +174,10 @@ class SocketCore:
         self._update(info.local, info.peer)
 
     def _accept_flow(self, timeout: float | None) -> Flow[int]:
-        return (yield from self._wait(METHODS.accept, timeout)).descriptor
+        descriptor = (yield from self._wait(METHODS.accept, timeout)).descriptor
+        if descriptor is None:
+            raise ProtocolError(f"{self._where('accept')}: the agent accepted a connection without a descriptor")
+        return descriptor
 
     def _connect_flow(self, host: str, port: int, timeout: float | None) -> Flow[int]:
         result = yield from self._wait(METHODS.connect, timeout, host=host, port=port)
@@ -209,7 +233,7 @@ class SocketCore:
         fields.setdefault("descriptor", self.descriptor)
         return (yield from one_call(self.agent.url, method, self._boot, None, **fields))[0]
 
-    def _wait(self, method: Method[Req, Resp], timeout: float | None, **fields: Any) -> Flow[Resp]:
+    def _wait(self, method: Method[Req, Waited], timeout: float | None, **fields: Any) -> Flow[Waited]:
         """A blocking call as a series of bounded waits, so no HTTP timeout ever cuts it.
 
         Interrupted (KeyboardInterrupt, or cancelled in asyncio), the call stays open on the agent,
@@ -231,7 +255,7 @@ class SocketCore:
             request = request_for(method, fields, url)
             seq = self._resume(name)
             try:
-                result: Resp = (yield method, request, boot, seq)[0]
+                result: Waited = (yield method, request, boot, seq)[0]
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # an interrupt: what the agent takes waits for the next call
                     interrupted.setdefault(name, []).append(seq)
@@ -315,21 +339,19 @@ def add_function_style(agent_type: type[AgentCore], socket_type: type[SocketCore
             setattr(agent_type, name, _function_style(name, socket_type))
 
 
-def _function_style(name: str, socket_type: type[SocketCore]):
+def _function_style(name: str, socket_type: type[SocketCore]) -> Callable[..., Any]:
     kind = socket_type.__name__
     wrong = f"{name}: the first argument must be {'an' if kind[0] in 'AEIOU' else 'a'} {kind}, not "
 
-    if inspect.iscoroutinefunction(getattr(socket_type, name)):
-        async def method(self: AgentCore, device: SocketCore, *args: Any, **kwargs: Any) -> Any:
-            if not isinstance(device, socket_type):
-                raise TypeError(wrong + type(device).__name__)
-            return await getattr(device, name)(*args, **kwargs)
-    else:
-        def method(self: AgentCore, device: SocketCore, *args: Any, **kwargs: Any) -> Any:
-            if not isinstance(device, socket_type):
-                raise TypeError(wrong + type(device).__name__)
-            return getattr(device, name)(*args, **kwargs)
+    def blocking(self: AgentCore, device: SocketCore, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(device, socket_type):
+            raise TypeError(wrong + type(device).__name__)
+        return getattr(device, name)(*args, **kwargs)
 
+    async def awaited(self: AgentCore, device: SocketCore, *args: Any, **kwargs: Any) -> Any:
+        return await blocking(self, device, *args, **kwargs)
+
+    method = awaited if inspect.iscoroutinefunction(getattr(socket_type, name)) else blocking
     method.__name__ = name
     method.__doc__ = f"`{name}(device, ...)`, the same as `device.{name}(...)`: {getattr(socket_type, name).__doc__}"
     return method

@@ -32,7 +32,7 @@ class ResultUIntList:
             return self._bytes == other._bytes
         return NotImplemented
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # equal by content, and mutable in spirit: not hashable
 
     def __repr__(self) -> str:
         shown = self._bytes[:32]

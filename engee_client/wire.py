@@ -13,8 +13,20 @@ import time
 import httpx
 
 from protocol import (
-    AGENT_PATH, BOOT_HEADER, CALL_HEADER, JSON, META_HEADER, METHODS, OCTET_STREAM, AgentUnreachableError, ErrorBody,
-    ErrorDetail, ProtocolError, exception_for, from_raw, to_raw,
+    AGENT_PATH,
+    BOOT_HEADER,
+    CALL_HEADER,
+    JSON,
+    META_HEADER,
+    METHODS,
+    OCTET_STREAM,
+    AgentUnreachableError,
+    ErrorBody,
+    ErrorDetail,
+    ProtocolError,
+    exception_for,
+    from_raw,
+    to_raw,
 )
 from protocol.errors import where
 from protocol.models import AgentInfo
@@ -110,7 +122,7 @@ class Backoff:
     """When to send a request again after transport failures: at once (a cut keep-alive), then after
     0.05 s doubling up to 1 s, as long as the next attempt starts before `deadline` (a monotonic time)."""
 
-    __slots__ = ("_deadline", "_attempt")
+    __slots__ = ("_attempt", "_deadline")
 
     def __init__(self, deadline: float) -> None:
         self._deadline = deadline

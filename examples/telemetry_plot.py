@@ -12,10 +12,10 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")  # no screen needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from engee_client import Sockets  # noqa: E402
+from engee_client import Sockets
 
 SAMPLE = np.dtype([("seq", "<u4"), ("t", "<f8"), ("value", "<f8")])
 

@@ -12,7 +12,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 from protocol import host_port
 
@@ -21,9 +21,9 @@ class UdpEcho(asyncio.DatagramProtocol):
     """Sends each datagram back to the address it came from."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # a datagram endpoint's, though not a subclass
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.transport.sendto(data, addr)
 
 
@@ -41,7 +41,7 @@ async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             await writer.wait_closed()
 
 
-def announce(kind: str, sockname: tuple, role: str = "echo") -> None:
+def announce(kind: str, sockname: tuple[Any, ...], role: str = "echo") -> None:
     """Print the banner line that tells a caller the real address: `<role> <kind> listening on HOST:PORT`."""
     print(f"{role} {kind} listening on {host_port(*sockname[:2])}", flush=True)
 

@@ -16,8 +16,12 @@ import random
 import struct
 import sys
 import time
+from typing import Any, cast
 
 from .echo import announce, run_peer, stop_event
+
+Address = tuple[Any, ...]
+"""A peer's socket address, as asyncio gives it."""
 
 IDENTITY = "ENGEE,SIM-1,0001,1.0"
 SAMPLE = struct.Struct("<Idd")
@@ -53,12 +57,12 @@ class Telemetry(asyncio.DatagramProtocol):
 
     def __init__(self, rate: float, started: float) -> None:
         self.rate, self.started = rate, started
-        self.streams: dict[tuple, asyncio.Task] = {}
+        self.streams: dict[Address, asyncio.Task[None]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # a datagram endpoint's, though not a subclass
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         words = data.decode("ascii", "replace").split()
         if addr in self.streams:
             self.streams.pop(addr).cancel()
@@ -66,7 +70,7 @@ class Telemetry(asyncio.DatagramProtocol):
             count = int(words[1]) if len(words) > 1 and words[1].isdigit() else 100
             self.streams[addr] = asyncio.ensure_future(self.stream(addr, min(count, MAX_SAMPLES)))
 
-    async def stream(self, addr: tuple, count: int) -> None:
+    async def stream(self, addr: Address, count: int) -> None:
         for seq in range(count):
             t = time.monotonic() - self.started
             self.transport.sendto(SAMPLE.pack(seq, t, reading(t)), addr)

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from protocol import TOKEN_VARIABLE
 
@@ -20,6 +21,9 @@ class ChildProcess:
     A log file rather than a pipe, so a chatty child can never block on a full pipe.
     """
 
+    match: re.Match[str]
+    """The banner line, once `start` has seen it."""
+
     def __init__(self, argv: list[str], banner: str, *, env: dict[str, str] | None = None,
                  log_dir: str | None = None) -> None:
         self.argv = argv
@@ -27,22 +31,27 @@ class ChildProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log_path = Path(tempfile.mkstemp(prefix="engee-child-", suffix=".log", dir=log_dir)[1])
         self._keep_log = log_dir is not None
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> re.Match:
-        """Start the command and return the banner's match; RuntimeError with the output if it never comes."""
+    def start(self, timeout: float = 20.0) -> Self:
+        """Start the command and wait for its banner (then in `match`); RuntimeError with the output if it never comes."""
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if match := self.banner.search(self.output()):
-                return match
+                self.match = match
+                self.started()
+                return self
             if self._process.poll() is not None:
                 break
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.argv[2:4] or self.argv} did not start; its output:\n{self.output()}")
+
+    def started(self) -> None:
+        """Called once the banner is out: what a subclass reads from `match`."""
 
     @property
     def pid(self) -> int:
@@ -68,9 +77,8 @@ class ChildProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def __enter__(self) -> ChildProcess:
-        self.match = self.start()
-        return self
+    def __enter__(self) -> Self:
+        return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
@@ -88,9 +96,5 @@ class AgentProcess(ChildProcess):
         super().__init__([sys.executable, "-m", "agent", "--host", host, "--port", "0", *args],
                          r"engee-agent listening on (\S+)", env={TOKEN_VARIABLE: self.token}, log_dir=log_dir)
 
-    def start(self, timeout: float = 20.0) -> AgentProcess:
-        self.url = super().start(timeout).group(1)
-        return self
-
-    def __enter__(self) -> AgentProcess:
-        return self.start()
+    def started(self) -> None:
+        self.url = self.match.group(1)

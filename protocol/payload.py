@@ -44,6 +44,7 @@ def to_bytes(value: Any, name: str = "message") -> bytes:
         view = None
     if view is not None and view.format in ("B", "c"):
         return view.tobytes()
+    items: Sequence[Any]
     if view is not None:
         items = view.tolist()
     elif isinstance(value, Sequence):
@@ -117,7 +118,7 @@ def from_raw(model_type: type[Model], meta: str | None, body: bytes) -> Model:
     except (ValueError, RecursionError):
         raise ValueError("the meta header is not valid JSON") from None
     if not isinstance(fields, dict):
-        raise ValueError("the meta header must be a JSON object")
+        raise ValueError("the meta header must be a JSON object")  # noqa: TRY004 - a bad request, as bad JSON is
     return model_type.model_validate({**fields, PAYLOAD_FIELD: body})
 
 

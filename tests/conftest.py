@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.process import AgentProcess
 from engee_client import Agent
+from lab.process import AgentProcess
 
 
 @pytest.fixture(scope="session")

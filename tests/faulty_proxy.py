@@ -17,7 +17,7 @@ class FaultyProxy:
         self.cuts = 0
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = "http://127.0.0.1:%d" % self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
 

@@ -15,10 +15,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from lab.process import AgentProcess
 from engee_client import (
-    Agent, AgentUnreachableError, AsyncAgent, AsyncSocket, AuthenticationError, ResultUIntList, Socket,
+    Agent,
+    AgentUnreachableError,
+    AsyncAgent,
+    AsyncSocket,
+    AuthenticationError,
+    ResultUIntList,
+    Socket,
 )
+from lab.process import AgentProcess
 from protocol.models import SocketInfo
 
 from .conftest import free_port
@@ -114,11 +120,10 @@ def test_function_style_and_context_managers(agent_process: AgentProcess) -> Non
             assert await agent.is_open(server, server.descriptor) is True
             assert (await agent.call("is_open", descriptor=client.descriptor)).open is True
         assert server.closed and client.closed and not await agent.is_open(client, server.descriptor)
-        with Agent(agent_process.url, token=agent_process.token) as blocking:
-            with blocking.Socket() as not_async:
-                for device in ("not a socket", not_async):
-                    with pytest.raises(TypeError, match="first argument must be an AsyncSocket"):
-                        await agent.bind(device, "127.0.0.1", 0)
+        with Agent(agent_process.url, token=agent_process.token) as blocking, blocking.Socket() as not_async:
+            for device in ("not a socket", not_async):
+                with pytest.raises(TypeError, match="first argument must be an AsyncSocket"):
+                    await agent.bind(device, "127.0.0.1", 0)
 
     run(agent_process, test)
 

@@ -46,9 +46,8 @@ def _parse_yaml(text: str, compose: str) -> dict:
     except ImportError:
         first = Path(compose).read_text(errors="replace").splitlines()[0]
         interpreter = first[2:].split() if first.startswith("#!") else [sys.executable]
-        done = subprocess.run([*interpreter, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), "
-                                                   "sys.stdout)"], input=text, capture_output=True, text=True,
-                              timeout=60)
+        script = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
+        done = subprocess.run([*interpreter, "-c", script], input=text, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"cannot parse docker-compose's output:\n{done.stderr}"
         return json.loads(done.stdout)
     return yaml.safe_load(text)

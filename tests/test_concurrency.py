@@ -1,7 +1,7 @@
 """One event loop, many sockets: a call waiting on one socket never holds up another."""
 
-from lab.process import AgentProcess
 from engee_client import Agent
+from lab.process import AgentProcess
 
 from .conftest import Background
 

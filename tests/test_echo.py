@@ -26,7 +26,7 @@ class Echo(ChildProcess):
         super().__init__([sys.executable, "-m", "lab.echo", "--host", HOST, "--udp", "0", "--tcp", "0"],
                          r"echo udp listening on 127\.0\.0\.1:(\d+)\s+echo tcp listening on 127\.0\.0\.1:(\d+)",
                          log_dir=log_dir)
-        udp, tcp = self.start(TIMEOUT).groups()
+        udp, tcp = self.start(TIMEOUT).match.groups()
         self.ports = {"udp": int(udp), "tcp": int(tcp)}
 
 

@@ -5,17 +5,16 @@ import socket
 
 import pytest
 
-from lab.process import AgentProcess
 from engee_client import Agent, AgentUnreachableError, AuthenticationError
+from lab.process import AgentProcess
 
 from .conftest import free_port
 
 
 def test_connect_refused(agent: Agent) -> None:
     port = free_port(socket.SOCK_STREAM)
-    with agent.Socket() as client:
-        with pytest.raises(ConnectionRefusedError) as caught:
-            client.connect("127.0.0.1", port)
+    with agent.Socket() as client, pytest.raises(ConnectionRefusedError) as caught:
+        client.connect("127.0.0.1", port)
     message = str(caught.value)
     assert caught.value.errno == errno.ECONNREFUSED
     assert f"connect on descriptor {client.descriptor}" in message and agent.url in message
@@ -68,9 +67,8 @@ def test_bad_arguments_fail_before_any_network_call(agent: Agent) -> None:
 
 
 def test_listen_on_udp(agent: Agent) -> None:
-    with agent.Socket("AF_INET", "SOCK_DGRAM") as sock:
-        with pytest.raises(OSError, match="listen needs a SOCK_STREAM socket") as caught:
-            sock.listen(1)
+    with agent.Socket("AF_INET", "SOCK_DGRAM") as sock, pytest.raises(OSError, match="listen needs a SOCK_STREAM socket") as caught:
+        sock.listen(1)
     assert caught.value.errno == errno.EOPNOTSUPP
 
 
@@ -83,9 +81,8 @@ def test_accept_on_a_socket_that_is_not_listening(agent: Agent) -> None:
 
 
 def test_unresolvable_host(agent: Agent) -> None:
-    with agent.Socket() as sock:
-        with pytest.raises(OSError, match="cannot resolve 'no-such-host.invalid'"):
-            sock.connect("no-such-host.invalid", 80)
+    with agent.Socket() as sock, pytest.raises(OSError, match="cannot resolve 'no-such-host.invalid'"):
+        sock.connect("no-such-host.invalid", 80)
 
 
 def test_receive_timeout_gives_none_and_loses_nothing(agent: Agent) -> None:

@@ -18,7 +18,7 @@ def instrument(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, i
     process = ChildProcess([sys.executable, "-m", "lab.instrument", "--tcp", "0", "--udp", "0"],
                            r"instrument tcp listening on 127\.0\.0\.1:(\d+)\s+instrument udp listening on 127\.0\.0\.1:(\d+)",
                            log_dir=str(tmp_path_factory.mktemp("instrument")))
-    tcp, udp = process.start().groups()
+    tcp, udp = process.start().match.groups()
     yield {"tcp": int(tcp), "udp": int(udp)}
     assert process.stop() == 0
 

@@ -178,11 +178,9 @@ def _steer(case: schemathesis.Case, blocking: bool, descriptor: int | None) -> N
     given_descriptor = body.get("descriptor")
     if descriptor is not None and type(given_descriptor) is int and 1 <= given_descriptor <= 2**53:
         body["descriptor"] = descriptor
-    if blocking:  # a missing or long wait becomes short; a wait the agent must refuse stays
-        if "wait" not in body:
-            body["wait"] = MAX_WAIT
-        elif type(body["wait"]) in (int, float) and MAX_WAIT < body["wait"] <= 60:
-            body["wait"] = MAX_WAIT
+    long_wait = "wait" not in body or (type(body["wait"]) in (int, float) and MAX_WAIT < body["wait"] <= 60)
+    if blocking and long_wait:  # a missing or long wait becomes short; a wait the agent must refuse stays
+        body["wait"] = MAX_WAIT
 
 
 def _describe(case: schemathesis.Case, response: requests.Response) -> str:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from lab.process import AgentProcess
 from engee_client import Agent
+from lab.process import AgentProcess
 
 from .conftest import Background
 

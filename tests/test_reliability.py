@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from lab.process import AgentProcess
 from engee_client import Agent
+from lab.process import AgentProcess
 
 from .conftest import Background, recv_exactly
 from .faulty_proxy import FaultyProxy

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lab.process import AgentProcess
 from engee_client import Agent, AuthenticationError, LimitExceededError
+from lab.process import AgentProcess
 
 from .conftest import Background, free_port
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from engee_client import DefaultAgent, ResultUIntList
 from lab.process import AgentProcess
-from engee_client import ResultUIntList
-from engee_client import DefaultAgent
 
 
 @pytest.mark.usefixtures("sockets_env")

@@ -13,9 +13,8 @@ from typing import NamedTuple
 import httpx
 import pytest
 
+from engee_client import Agent, AgentUnreachableError, AuthenticationError, DefaultAgent
 from lab.process import AgentProcess
-from engee_client import Agent, AgentUnreachableError, AuthenticationError
-from engee_client import DefaultAgent
 
 from .conftest import Background
 

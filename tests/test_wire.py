@@ -6,8 +6,8 @@ import socket
 import httpx
 import pytest
 
-from lab.process import AgentProcess
 from engee_client import Agent, AgentRestartedError
+from lab.process import AgentProcess
 from protocol import BOOT_HEADER, METHODS
 
 from .conftest import free_port

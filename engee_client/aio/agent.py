@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from protocol import AnyMethod
 from protocol.models import AgentInfo, Response, SocketInfo
@@ -30,7 +30,7 @@ class AsyncAgent(AgentCore):
             transport = AsyncHttpTransport(url, token, verify=verify, retry_for=retry_for)
         self.transport = transport
 
-    async def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM",  # noqa: N802 - the seed's name
+    async def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM",
                      socket_descriptor: int = 0) -> AsyncSocket:
         """A new socket on the agent, or (with a descriptor, e.g. from accept) the existing one."""
         return AsyncSocket(self, *await self._run(self._socket_flow(family, socket_type, socket_descriptor)))
@@ -47,7 +47,8 @@ class AsyncAgent(AgentCore):
                    **fields: Any) -> Response:
         """Run one method of the table (`METHODS.bind`, or its name); bad arguments raise ValueError/TypeError
         before any network call. `seq` repeats an interrupted call: the agent answers it from its ledger."""
-        return await self._run(self._call_flow(method, boot, seq, fields))
+        response: Response = await self._run(self._call_flow(method, boot, seq, fields))
+        return response
 
     async def disconnect(self) -> None:
         """Close the connections to the agent; the agent's sockets stay as they are."""
@@ -55,7 +56,7 @@ class AsyncAgent(AgentCore):
 
     aclose = disconnect
 
-    async def __aenter__(self) -> AsyncAgent:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -68,7 +69,7 @@ class AsyncAgent(AgentCore):
         while call is not None:
             try:
                 reply = await self.transport.call(call)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the flow, which raises what it does not handle
                 call = exchange.fail(exc)
             else:
                 call = exchange.reply(reply)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Protocol, Self, TypeVar
 
 from ..core import Flow, Runs, SocketCore
 from ..result import ResultUIntList
@@ -51,7 +51,7 @@ class AsyncSocket(SocketCore):
         """Close the socket on the agent; closing again does nothing."""
         return await self.agent._run(self._close_flow())
 
-    async def __aenter__(self) -> AsyncSocket:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

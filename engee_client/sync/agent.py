@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
-from protocol import URL_VARIABLE, TOKEN_VARIABLE, AgentError, AnyMethod
+from protocol import TOKEN_VARIABLE, URL_VARIABLE, AgentError, AnyMethod
 from protocol.models import AgentInfo, Response, SocketInfo
 
 from ..core import AgentCore, Exchange, Flow, add_function_style, credentials
@@ -34,7 +34,7 @@ class Agent(AgentCore):
             transport = HttpTransport(url, token, verify=verify, retry_for=retry_for)
         self.transport = transport
 
-    def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM",  # noqa: N802 - the seed's name
+    def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM",
                socket_descriptor: int = 0) -> Socket:
         """A new socket on the agent, or (with a descriptor, e.g. from accept) the existing one."""
         return Socket(self, *self._run(self._socket_flow(family, socket_type, socket_descriptor)))
@@ -51,13 +51,14 @@ class Agent(AgentCore):
              **fields: Any) -> Response:
         """Run one method of the table (`METHODS.bind`, or its name); bad arguments raise ValueError/TypeError
         before any network call. `seq` repeats an interrupted call: the agent answers it from its ledger."""
-        return self._run(self._call_flow(method, boot, seq, fields))
+        response: Response = self._run(self._call_flow(method, boot, seq, fields))
+        return response
 
     def disconnect(self) -> None:
         """Close the connections to the agent; the agent's sockets stay as they are."""
         self.transport.close()
 
-    def __enter__(self) -> Agent:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -70,7 +71,7 @@ class Agent(AgentCore):
         while call is not None:
             try:
                 reply = self.transport.call(call)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the flow, which raises what it does not handle
                 call = exchange.fail(exc)
             else:
                 call = exchange.reply(reply)

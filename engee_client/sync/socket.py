@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Protocol, Self, TypeVar
 
 from ..core import Flow, Runs, SocketCore
 from ..result import ResultUIntList
@@ -51,7 +51,7 @@ class Socket(SocketCore):
         """Close the socket on the agent; closing again does nothing."""
         return self.agent._run(self._close_flow())
 
-    def __enter__(self) -> Socket:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
