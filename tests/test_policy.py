@@ -5,7 +5,6 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
