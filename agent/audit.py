@@ -1,12 +1,29 @@
-"""The audit log: one line per socket opened, bound, connected, accepted, closed or reaped, and per refused call."""
+"""The audit log: one line per socket opened, bound, connected, accepted, closed or reaped, and per refused call.
+
+Lines are logfmt: `key=value` pairs, a value with a space, `=`, a quote, a backslash or any
+unprintable character (newlines included) written as a double-quoted string with backslash
+escapes, so whatever a caller puts in a value, one event is one line and no caller can forge a field.
+"""
 
 import logging
+import re
 import sys
 import time
 
 from protocol.models import Address
 
 AUDITED = frozenset({"socket", "bind", "connect", "accept", "close"})
+
+
+_BARE = re.compile(r'[^\s="\\]+')
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def quote(value: str) -> str:
+    """`value` bare when it is plain, else double-quoted with backslash escapes, on one line."""
+    if _BARE.fullmatch(value) and value.isprintable():
+        return value
+    return '"' + "".join(_ESCAPES.get(c) or (c if c.isprintable() else ascii(c)[1:-1]) for c in value) + '"'
 
 
 class Audit:
@@ -23,12 +40,12 @@ class Audit:
     def record(self, principal: str, action: str, outcome: str, descriptor: int | None = None,
                local: Address | None = None, peer: Address | None = None) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
-        fields = [f"time={stamp}", f"principal={principal}", f"action={action}"]
+        fields = [("time", stamp), ("principal", principal), ("action", action)]
         if descriptor is not None:
-            fields.append(f"descriptor={descriptor}")
-        fields += [f"{name}={_show(address)}" for name, address in (("local", local), ("peer", peer)) if address]
-        fields.append(f"outcome={outcome}")
-        self._log.info(" ".join(fields))
+            fields.append(("descriptor", str(descriptor)))
+        fields += [(name, _show(address)) for name, address in (("local", local), ("peer", peer)) if address]
+        fields.append(("outcome", outcome))
+        self._log.info(" ".join(f"{name}={quote(value)}" for name, value in fields))
 
     def close(self) -> None:
         for handler in self._log.handlers:

@@ -20,12 +20,15 @@ A config file may name several principals, each with its own token:
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import os
+import re
 import secrets
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from protocol import MAX_PAYLOAD, TOKEN_VARIABLE
 
@@ -33,6 +36,7 @@ from .policy import DEFAULT_CONNECT_DENY, Policy, PolicyError, RuleSet
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8700
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--ssl-keyfile", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument("--audit-log", metavar="FILE", help="append audit lines here (default: standard error)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], type=str.lower,
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
                    help="how much to log to standard error (default warning)")
     return p
 
@@ -128,9 +132,10 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         if getattr(args, name) is None and value:
             setattr(args, name, _from_environment(name, value))
     config = _read_config(args.config) if args.config else {}
+    CONFIG.check(config, ())
     try:
         return _build(args, config, environ)
-    except (PolicyError, TypeError) as exc:
+    except PolicyError as exc:
         raise SettingsError(str(exc)) from None
 
 
@@ -139,6 +144,8 @@ ENVIRONMENT_OPTIONS = ("config", "host", "port", "fd", "ssl_certfile", "ssl_keyf
 
 
 def _from_environment(name: str, value: str) -> str | int:
+    if name == "log_level":
+        LOG_LEVEL.check(value, (f"ENGEE_AGENT_{name.upper()}",))
     if name not in ("port", "fd"):
         return value
     try:
@@ -157,12 +164,8 @@ def _read_config(path: str) -> dict[str, Any]:
 
 
 def _build(args: argparse.Namespace, config: dict[str, Any], environ: dict[str, str]) -> Settings:
-    known = {"host", "port", "principals", "allowed_hosts", "allowed_origins", "policy", "limits",
-             "ssl_certfile", "ssl_keyfile", "audit_log", "log_level"}
-    if unknown := set(config) - known:
-        raise SettingsError(f"unknown config entries: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
     port = _pick(args.port, config.get("port"), DEFAULT_PORT)
-    if not isinstance(port, int) or not 0 <= port <= 65535:
+    if not 0 <= port <= 65535:
         raise SettingsError(f"port {port!r} is outside 0..65535")
     principals, generated = _principals(args.token, config.get("principals", {}), environ)
     policy_config = config.get("policy", {})
@@ -184,7 +187,7 @@ def _build(args: argparse.Namespace, config: dict[str, Any], environ: dict[str, 
         ssl_certfile=_pick(args.ssl_certfile, config.get("ssl_certfile"), None),
         ssl_keyfile=_pick(args.ssl_keyfile, config.get("ssl_keyfile"), None),
         audit_log=_pick(args.audit_log, config.get("audit_log"), None),
-        log_level=_pick(args.log_level, config.get("log_level"), "warning"),
+        log_level=_pick(args.log_level, config.get("log_level"), "warning").lower(),
     )
     if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
         raise SettingsError("--ssl-certfile and --ssl-keyfile go together")
@@ -198,9 +201,9 @@ def _pick(flag: Any, configured: Any, default: Any) -> Any:
 def _principals(token: str | None, configured: dict[str, Any], environ: dict[str, str]) -> tuple[tuple[Principal, ...], bool]:
     principals = []
     for name, entry in configured.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str) or len(entry["token"]) < 16:
+        if len(entry.get("token", "")) < 16:
             raise SettingsError(f"principal {name!r} needs a token of at least 16 characters")
-        principals.append(Principal(name, entry["token"], bool(entry.get("admin", False))))
+        principals.append(Principal(name, entry["token"], entry.get("admin", False)))
     token = token or environ.get(TOKEN_VARIABLE)
     generated = not token and not principals
     if generated:
@@ -214,14 +217,126 @@ def _principals(token: str | None, configured: dict[str, Any], environ: dict[str
 
 
 def _limits(configured: dict[str, Any]) -> Limits:
-    names = {f.name for f in fields(Limits)}
-    if unknown := set(configured) - names:
-        raise SettingsError(f"unknown limits: {', '.join(sorted(unknown))} (known: {', '.join(sorted(names))})")
     limits = replace(Limits(), **configured)
-    for name in names:
-        value = getattr(limits, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    for name, value in configured.items():
+        if value < 0:
             raise SettingsError(f"limit {name} = {value!r} must be a number >= 0")
     if not 1 <= limits.max_bufsize <= MAX_PAYLOAD:
         raise SettingsError(f"limit max_bufsize must be within 1..{MAX_PAYLOAD}")
     return limits
+
+
+KeyPath = tuple[str | int, ...]
+"""Where a value sits in the config file: its keys and list indices from the top."""
+
+
+@dataclass(frozen=True)
+class Value:
+    """A scalar entry: one of `types` (a bool is not a number), optionally one of `choices`."""
+
+    expected: str
+    types: tuple[type, ...]
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: Any, path: KeyPath) -> None:
+        """Raise SettingsError naming the entry and what it should be, unless `value` fits."""
+        fits = isinstance(value, self.types) and (bool in self.types or not isinstance(value, bool))
+        _expect(self.expected, value, path, fits)
+        if self.choices and value.lower() not in self.choices:
+            raise SettingsError(f"{_entry(path, value)}: expected {self.expected}")
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A list whose every item is checked by `item`."""
+
+    expected: str
+    item: Value
+
+    def check(self, value: Any, path: KeyPath) -> None:
+        """Raise SettingsError naming the entry or item that does not fit."""
+        _expect(self.expected, value, path, isinstance(value, list))
+        for index, item in enumerate(value):
+            self.item.check(item, (*path, index))
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table with known keys, each checked by its own schema; an unknown key is named with the closest known one."""
+
+    entries: dict[str, Value | ListOf | Table | TableOf]
+    expected: str = "a table"
+
+    def check(self, value: Any, path: KeyPath) -> None:
+        """Raise SettingsError for the first unknown key or misfit entry."""
+        _expect(self.expected, value, path, isinstance(value, dict))
+        for key in sorted(set(value) - set(self.entries)):
+            close = difflib.get_close_matches(key, self.entries, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(self.entries)}"
+            raise SettingsError(f"unknown config entry {_where((*path, key))} ({hint})")
+        for key, entry in value.items():
+            self.entries[key].check(entry, (*path, key))
+
+
+@dataclass(frozen=True)
+class TableOf:
+    """A table of tables under any names, each checked by `table`: [principals.NAME]."""
+
+    table: Table
+    expected: str = "a table of tables"
+
+    def check(self, value: Any, path: KeyPath) -> None:
+        """Raise SettingsError for the first named table that does not fit."""
+        _expect(self.expected, value, path, isinstance(value, dict))
+        for name, entry in value.items():
+            self.table.check(entry, (*path, name))
+
+
+def _expect(expected: str, value: Any, path: KeyPath, fits: bool) -> None:
+    if not fits:
+        raise SettingsError(f"{_entry(path, value)}: expected {expected}, not {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    kinds = ((bool, "true/false"), (int, "a whole number"), (float, "a fractional number"), (str, "a string"),
+             (list, "a list"), (dict, "a table"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "a date or time")
+
+
+def _where(path: KeyPath) -> str:
+    """A TOML dotted key, with list indices: `policy.connect_allow[2]`, `principals."a b".token`."""
+    shown = ""
+    for part in path:
+        if isinstance(part, int):
+            shown += f"[{part}]"
+        else:
+            shown += ("." if shown else "") + (part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else json.dumps(part))
+    return shown
+
+
+def _entry(path: KeyPath, value: Any) -> str:
+    """`where = value` for a scalar, in TOML's spelling on one line; just `where` for a list or table."""
+    if isinstance(value, (list, dict)):
+        return _where(path)
+    shown = json.dumps(value) if isinstance(value, (bool, str)) else str(value)
+    return f"{_where(path)} = {shown}"
+
+
+STRING = Value("a string", (str,))
+STRINGS = ListOf("a list of strings", STRING)
+LOG_LEVEL = Value(f"one of {', '.join(LOG_LEVELS)}", (str,), LOG_LEVELS)
+_NUMBERS = {int: Value("a whole number", (int,)), float: Value("a number", (int, float))}
+CONFIG = Table({
+    "host": STRING,
+    "port": _NUMBERS[int],
+    "principals": TableOf(Table({"token": STRING, "admin": Value("true or false", (bool,))})),
+    "allowed_hosts": STRINGS,
+    "allowed_origins": STRINGS,
+    "policy": Table({name: STRINGS for name in ("connect_allow", "connect_deny", "bind_allow", "bind_deny")}),
+    "limits": Table({name: _NUMBERS[kind] for name, kind in get_type_hints(Limits).items()}),
+    "ssl_certfile": STRING,
+    "ssl_keyfile": STRING,
+    "audit_log": STRING,
+    "log_level": LOG_LEVEL,
+})
+"""What a config file may hold, and of which type: every section is checked by it before it is used."""

@@ -33,9 +33,9 @@ def test_flag_beats_environment_beats_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text, message", [
-    ("prot = 1", "unknown config entries: prot"),
+    ("prot = 1", r"unknown config entry prot \(did you mean port\?\)"),
     ("port = 70000", "outside 0..65535"),
-    ("[limits]\nsockets = 3", "unknown limits: sockets"),
+    ("[limits]\nsockets = 3", "unknown config entry limits.sockets"),
     ("[limits]\nidle_timeout = -1", "idle_timeout = -1 must be a number >= 0"),
     ("[principals.alice]\ntoken = 'short'", "at least 16 characters"),
     ("[principals.a]\ntoken = '" + "x" * 20 + "'\n[principals.b]\ntoken = '" + "x" * 20 + "'", "share a token"),
