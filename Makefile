@@ -1,10 +1,10 @@
-# make test: install into .venv and run the whole suite. make demo: the seed's example through a real agent.
+# make test: install into .venv and run the whole suite. make check: ruff and mypy. make demo: the seed's example through a real agent.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench soak clean test-tools
+.PHONY: test check demo bench soak clean test-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 test: $(STAMP) test-tools
 	$(BIN)/python -m pytest
+
+# The checks CI runs before the tests: lint, format and types (configured in pyproject.toml).
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Programs some tests drive, from Debian's packages: docker-compose (validates docker-compose.yml; no
 # engine), chromium (the status page test) and iproute2 (the network-namespace test). Where one is

@@ -51,12 +51,21 @@ def create_app(settings: Settings) -> FastAPI:
         reaper.cancel()
         dispatcher.close()
 
-    app = FastAPI(title="engee-sockets agent", version=AGENT_VERSION, lifespan=lifespan,
-                  description="Real OS sockets on this machine, driven over HTTP by a remote notebook.")
+    app = FastAPI(
+        title="engee-sockets agent",
+        version=AGENT_VERSION,
+        lifespan=lifespan,
+        description="Real OS sockets on this machine, driven over HTTP by a remote notebook.",
+    )
     add_method_routes(app, dispatcher)
 
-    @app.get(AGENT_PATH, response_model=AgentInfo, summary="Identity, version and methods of this agent.",
-             responses=_GATE_RESPONSES, openapi_extra=SECURITY)
+    @app.get(
+        AGENT_PATH,
+        response_model=AgentInfo,
+        summary="Identity, version and methods of this agent.",
+        responses=_GATE_RESPONSES,
+        openapi_extra=SECURITY,
+    )
     async def identity() -> AgentInfo:
         return dispatcher.info
 
@@ -69,13 +78,22 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
-    app.add_middleware(Gate, principals=settings.principals, boot_id=dispatcher.boot_id,
-                       allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins,
-                       audit=dispatcher.audit)
+    app.add_middleware(
+        Gate,
+        principals=settings.principals,
+        boot_id=dispatcher.boot_id,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+        audit=dispatcher.audit,
+    )
     if settings.allowed_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", BOOT_HEADER, META_HEADER],
-                           expose_headers=[BOOT_HEADER, META_HEADER])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", BOOT_HEADER, META_HEADER],
+            expose_headers=[BOOT_HEADER, META_HEADER],
+        )
     app.state.dispatcher = dispatcher
     return app
 
@@ -85,14 +103,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "The token the agent printed at start."}}
+            "bearer": {"type": "http", "scheme": "bearer", "description": "The token the agent printed at start."}
+        }
         app.openapi_schema = schema
     return app.openapi_schema
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    return error_response(ErrorDetail(code=code_for_status(exc.status_code),
-                                      message=f"{request.method} {request.url.path}: {exc.detail}"))
+    return error_response(
+        ErrorDetail(code=code_for_status(exc.status_code), message=f"{request.method} {request.url.path}: {exc.detail}")
+    )
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -5,10 +5,10 @@ unprintable character (newlines included) written as a double-quoted string with
 escapes, so whatever a caller puts in a value, one event is one line and no caller can forge a field.
 """
 
-import logging
 import re
 import sys
 import time
+from typing import TextIO
 
 from protocol.models import Address
 
@@ -30,27 +30,27 @@ class Audit:
     """Appends `key=value` lines to a file, or to standard error, whatever the log level."""
 
     def __init__(self, path: str | None = None) -> None:
-        self._log = logging.getLogger(f"engee.audit.{id(self)}")
-        self._log.propagate = False
-        self._log.setLevel(logging.INFO)
-        handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._log.addHandler(handler)
+        # A file of its own rather than a logger: loggers live in a process-wide registry, where one
+        # audit's could outlive it and take a later audit's lines.
+        self._out: TextIO = open(path, "a", encoding="utf-8", buffering=1) if path else sys.stderr  # noqa: SIM115
 
-    def record(self, principal: str, action: str, outcome: str, descriptor: int | None = None,
-               local: Address | None = None, peer: Address | None = None) -> None:
+    def record(
+        self,
+        principal: str,
+        action: str,
+        outcome: str,
+        descriptor: int | None = None,
+        local: Address | None = None,
+        peer: Address | None = None,
+    ) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
         fields = [("time", stamp), ("principal", principal), ("action", action)]
         if descriptor is not None:
             fields.append(("descriptor", str(descriptor)))
-        fields += [(name, _show(address)) for name, address in (("local", local), ("peer", peer)) if address]
+        fields += [(name, str(address)) for name, address in (("local", local), ("peer", peer)) if address]
         fields.append(("outcome", outcome))
-        self._log.info(" ".join(f"{name}={quote(value)}" for name, value in fields))
+        self._out.write(" ".join(f"{name}={quote(value)}" for name, value in fields) + "\n")
 
     def close(self) -> None:
-        for handler in self._log.handlers:
-            handler.close()
-
-
-def _show(address: Address) -> str:
-    return f"[{address.host}]:{address.port}" if ":" in address.host else f"{address.host}:{address.port}"
+        if self._out is not sys.stderr:
+            self._out.close()

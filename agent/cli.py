@@ -47,15 +47,17 @@ def banner(url: str, settings: Settings) -> str:
         return "\n".join([*lines, f"principals: {names} (tokens in the config file)"])
     token = owner.token
     hint = f"  (generated; pass --token or set {TOKEN_VARIABLE} to choose one)" if settings.token_generated else ""
-    return "\n".join([
-        *lines,
-        f"token: {token}{hint}",
-        f"status page: {url}/?token={token}",
-        "in the notebook:",
-        f"    export {URL_VARIABLE}={url}",
-        f"    export {TOKEN_VARIABLE}={token}",
-        f'    or: Agent("{url}", token="{token}")',
-    ])
+    return "\n".join(
+        [
+            *lines,
+            f"token: {token}{hint}",
+            f"status page: {url}/?token={token}",
+            "in the notebook:",
+            f"    export {URL_VARIABLE}={url}",
+            f"    export {TOKEN_VARIABLE}={token}",
+            f'    or: Agent("{url}", token="{token}")',
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +68,11 @@ def main(argv: list[str] | None = None) -> None:
     raise_open_files_limit()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        sock = socket.socket(fileno=settings.fd) if settings.fd is not None else listening_socket(settings.host, settings.port)
+        sock = (
+            socket.socket(fileno=settings.fd)
+            if settings.fd is not None
+            else listening_socket(settings.host, settings.port)
+        )
     except OSError as exc:
         where = f"file descriptor {settings.fd}" if settings.fd is not None else f"{settings.host}:{settings.port}"
         sys.exit(f"engee-agent: cannot listen on {where}: {exc.strerror or exc}")
@@ -75,10 +81,19 @@ def main(argv: list[str] | None = None) -> None:
     # Sockets wait for readiness with add_reader/add_writer, which Windows has only on the selector loop.
     loop = "asyncio:SelectorEventLoop" if sys.platform == "win32" else "auto"
     app = create_app(settings)
-    config = uvicorn.Config(app, loop=loop, log_level=settings.log_level, access_log=False,
-                            timeout_keep_alive=75, server_header=False, date_header=False, proxy_headers=False,
-                            ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile,
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE)
+    config = uvicorn.Config(
+        app,
+        loop=loop,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_keep_alive=75,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         # uvicorn re-raises the signal that stopped it once it is done; a no-op handler turns
         # that into a plain exit with status 0 after the graceful shutdown.

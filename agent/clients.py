@@ -33,8 +33,11 @@ class Clients:
     def rows(self, principal: Principal) -> list[ClientRow]:
         self._forget_old()
         now = time.monotonic()
-        return [ClientRow(principal=who, session=session, calls=calls, idle=round(now - last, 1))
-                for (who, session), (calls, last) in self._seen.items() if principal.admin or who == principal.name]
+        return [
+            ClientRow(principal=who, session=session, calls=calls, idle=round(now - last, 1))
+            for (who, session), (calls, last) in self._seen.items()
+            if principal.admin or who == principal.name
+        ]
 
     def _forget_old(self) -> None:
         now = time.monotonic()

@@ -109,8 +109,15 @@ class Entry:
             raise CallerGone()
         return False
 
-    async def attempt(self, call: Callable[[], T], *, write: bool, timeout: float | None = None,
-                      deadline: float | None = None, gone: Gone | None = None) -> T | None:
+    async def attempt(
+        self,
+        call: Callable[[], T],
+        *,
+        write: bool,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        gone: Gone | None = None,
+    ) -> T | None:
         """Make the non-blocking system call `call` until it does not raise BlockingIOError, waiting for
         readiness in between; None once `timeout` seconds (or the loop time `deadline`) pass first."""
         loop = asyncio.get_running_loop()
@@ -171,8 +178,11 @@ class DescriptorTable:
                 raise Fault(ErrorCode.BAD_DESCRIPTOR, self._closed_by)
             reaped = self._reaped.get(descriptor)
             if reaped and reaped[0] == owner:
-                raise Fault(ErrorCode.BAD_DESCRIPTOR, f"descriptor {descriptor} was closed by the agent after "
-                                                      f"{reaped[1]:.0f} s without a call (limit idle_timeout)")
+                raise Fault(
+                    ErrorCode.BAD_DESCRIPTOR,
+                    f"descriptor {descriptor} was closed by the agent after "
+                    f"{reaped[1]:.0f} s without a call (limit idle_timeout)",
+                )
             raise Fault(ErrorCode.BAD_DESCRIPTOR, f"descriptor {descriptor} is not open")
         entry.last_call = time.monotonic()
         return entry
@@ -197,8 +207,7 @@ class DescriptorTable:
     def reap(self, idle_timeout: float) -> list[Entry]:
         """Close the sockets no call has touched for `idle_timeout` seconds, and remember them."""
         now = time.monotonic()
-        idle = [entry for entry in self._entries.values()
-                if now - entry.last_call > idle_timeout and not entry.busy]
+        idle = [entry for entry in self._entries.values() if now - entry.last_call > idle_timeout and not entry.busy]
         for entry in idle:
             self._entries.pop(entry.descriptor).close()
             if len(self._reaped) >= REAPED_REMEMBERED:

@@ -47,13 +47,26 @@ class Dispatcher:
         self.audit = Audit(settings.audit_log)
         self.ledger = Ledger()
         self.clients = Clients()
-        self.info = m.AgentInfo(agent_id=uuid.uuid4().hex, boot_id=self.boot_id, version=version,
-                                protocol_version=PROTOCOL_VERSION, methods=METHODS.names())
-        self._operations: dict[str, Operation] = {method.name: getattr(self.operations, method.name)
-                                                  for method in METHODS}
+        self.info = m.AgentInfo(
+            agent_id=uuid.uuid4().hex,
+            boot_id=self.boot_id,
+            version=version,
+            protocol_version=PROTOCOL_VERSION,
+            methods=METHODS.names(),
+        )
+        self._operations: dict[str, Operation] = {
+            method.name: getattr(self.operations, method.name) for method in METHODS
+        }
 
-    async def dispatch(self, principal: Principal, method: AnyMethod, request: m.Request, call_id: CallId | None = None,
-                       boot: str | None = None, gone: Gone | None = None) -> Outcome | None:
+    async def dispatch(
+        self,
+        principal: Principal,
+        method: AnyMethod,
+        request: m.Request,
+        call_id: CallId | None = None,
+        boot: str | None = None,
+        gone: Gone | None = None,
+    ) -> Outcome | None:
         """The outcome of one call: its response or its error; None when the caller left before it was done.
 
         `boot` is the boot id the caller's descriptor came with; `gone` completes when a caller
@@ -68,18 +81,25 @@ class Dispatcher:
             key = (principal.name, call_id.session, call_id.seq)
             outcome = await self.ledger.run(key, lambda: self._perform(principal, method, request, boot, None))
         if outcome is not None and log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s descriptor=%s -> %s", principal.name, method.name, getattr(request, "descriptor", "-"),
-                      outcome.code.value if isinstance(outcome, ErrorDetail) else "ok")
+            log.debug(
+                "%s %s descriptor=%s -> %s",
+                principal.name,
+                method.name,
+                getattr(request, "descriptor", "-"),
+                outcome.code.value if isinstance(outcome, ErrorDetail) else "ok",
+            )
         return outcome
 
-    async def _perform(self, principal: Principal, method: AnyMethod, request: m.Request, boot: str | None,
-                       gone: Gone | None) -> Outcome | None:
+    async def _perform(
+        self, principal: Principal, method: AnyMethod, request: m.Request, boot: str | None, gone: Gone | None
+    ) -> Outcome | None:
         descriptor = getattr(request, "descriptor", None)
         operation = self._operations[method.name]
         try:
             if descriptor is not None and boot and boot != self.boot_id:
-                raise Fault(ErrorCode.AGENT_RESTARTED,
-                            "the agent restarted since this socket was created; its sockets are gone")
+                raise Fault(
+                    ErrorCode.AGENT_RESTARTED, "the agent restarted since this socket was created; its sockets are gone"
+                )
             if method.blocking:
                 result = await operation(request, principal, gone)
             else:
@@ -89,8 +109,12 @@ class Dispatcher:
         except (Fault, ValueError, OSError) as exc:
             detail = error_detail(exc, method.name, descriptor)
             if method.name in AUDITED or detail.code in _REFUSALS:
-                self.audit.record(principal.name, method.name, f"{detail.code.value}: {detail.message}",
-                                  *_audit_subject(method.name, request, None))
+                self.audit.record(
+                    principal.name,
+                    method.name,
+                    f"{detail.code.value}: {detail.message}",
+                    *_audit_subject(method.name, request, None),
+                )
             return detail
         if method.name in AUDITED and not getattr(result, "pending", False):
             self.audit.record(principal.name, method.name, "ok", *_audit_subject(method.name, request, result))
@@ -104,10 +128,12 @@ class Dispatcher:
         while True:
             await asyncio.sleep(min(max(idle_timeout / 4, 0.05), 30.0))
             for entry in self.table.reap(idle_timeout):
-                log.warning("reaped descriptor %d of %s: idle for over %s s", entry.descriptor, entry.owner,
-                            idle_timeout)
-                self.audit.record(entry.owner, "reap", f"closed after {idle_timeout:g} s idle (limit idle_timeout)",
-                                  entry.descriptor)
+                log.warning(
+                    "reaped descriptor %d of %s: idle for over %s s", entry.descriptor, entry.owner, idle_timeout
+                )
+                self.audit.record(
+                    entry.owner, "reap", f"closed after {idle_timeout:g} s idle (limit idle_timeout)", entry.descriptor
+                )
 
     def close(self) -> None:
         """Close every socket and the audit log: the agent is stopping."""

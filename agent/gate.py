@@ -17,8 +17,10 @@ from protocol import BOOT_HEADER, HEALTH_PATH, ErrorBody, ErrorCode, ErrorDetail
 from .audit import Audit
 from .settings import Principal
 
-_HINT = ("pass the token the agent printed at start as the header 'Authorization: Bearer <token>', "
-         "or open the status page by the link the agent printed")
+_HINT = (
+    "pass the token the agent printed at start as the header 'Authorization: Bearer <token>', "
+    "or open the status page by the link the agent printed"
+)
 PRINCIPAL = "engee.principal"
 """The scope key under which the calling principal travels to the endpoints."""
 COOKIE = "engee_token"
@@ -26,8 +28,15 @@ COOKIE = "engee_token"
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, principals: tuple[Principal, ...], boot_id: str,
-                 allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...], audit: Audit) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        principals: tuple[Principal, ...],
+        boot_id: str,
+        allowed_hosts: tuple[str, ...],
+        allowed_origins: tuple[str, ...],
+        audit: Audit,
+    ) -> None:
         self.app = app
         self.tokens = [(f"Bearer {p.token}".encode(), p) for p in principals]
         self.boot = (BOOT_HEADER.lower().encode(), boot_id.encode())
@@ -75,14 +84,18 @@ class Gate:
         if host not in self._good_hosts:
             name = _hostname(host.decode("latin-1"))
             if not _is_ip(name) and name not in self.hosts:
-                return ErrorCode.PERMISSION_DENIED, (f"this agent does not answer to the host name {name!r}; start it "
-                                                     f"with --allow-host {name or 'NAME'} if that is how it is reached")
+                return ErrorCode.PERMISSION_DENIED, (
+                    f"this agent does not answer to the host name {name!r}; start it "
+                    f"with --allow-host {name or 'NAME'} if that is how it is reached"
+                )
             if len(self._good_hosts) < 64:  # the few names a client uses; bounded against junk
                 self._good_hosts.add(host)
         origin = headers.get(b"origin")
         if origin is not None and origin.decode("latin-1") not in self.origins:
-            return ErrorCode.PERMISSION_DENIED, (f"calls from the web origin {origin.decode('latin-1')!r} are not "
-                                                 "allowed; start the agent with --allow-origin to allow one")
+            return ErrorCode.PERMISSION_DENIED, (
+                f"calls from the web origin {origin.decode('latin-1')!r} are not "
+                "allowed; start the agent with --allow-origin to allow one"
+            )
         return None
 
 

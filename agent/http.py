@@ -39,9 +39,17 @@ from .ledger import Outcome
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code.status: {"model": ErrorBody, "description": code.value}
-    for code in (ErrorCode.UNAUTHORIZED, ErrorCode.PERMISSION_DENIED, ErrorCode.BAD_DESCRIPTOR, ErrorCode.OS_ERROR,
-                 ErrorCode.AGENT_RESTARTED, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                 ErrorCode.BAD_REQUEST, ErrorCode.LIMIT_EXCEEDED)
+    for code in (
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.PERMISSION_DENIED,
+        ErrorCode.BAD_DESCRIPTOR,
+        ErrorCode.OS_ERROR,
+        ErrorCode.AGENT_RESTARTED,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.LIMIT_EXCEEDED,
+    )
 }
 SECURITY: dict[str, Any] = {"security": [{"bearer": []}]}
 _CALLER_LEFT = 499
@@ -52,8 +60,13 @@ def add_method_routes(app: FastAPI, dispatcher: Dispatcher) -> None:
     """`POST /v1/<method>` for every method of the table."""
     for method in METHODS:
         app.add_api_route(
-            method.path, _endpoint(method, dispatcher), methods=["POST"], name=method.name, summary=method.doc,
-            response_model=method.response, responses={**ERROR_RESPONSES, **_raw_response(method)},
+            method.path,
+            _endpoint(method, dispatcher),
+            methods=["POST"],
+            name=method.name,
+            summary=method.doc,
+            response_model=method.response,
+            responses={**ERROR_RESPONSES, **_raw_response(method)},
             openapi_extra={"requestBody": _request_body(method), **SECURITY},
         )
 
@@ -70,9 +83,14 @@ def _endpoint(method: AnyMethod, dispatcher: Dispatcher) -> Callable[[Request], 
             return Response(status_code=_CALLER_LEFT)  # cut in the middle of its body: nothing was done
         except (Fault, ValueError) as exc:
             return error_response(error_detail(exc, method.name, None))
-        outcome = await dispatcher.dispatch(request.scope[PRINCIPAL], method, call, call_id,
-                                            request.headers.get(BOOT_HEADER),
-                                            None if call_id else _disconnection(request))
+        outcome = await dispatcher.dispatch(
+            request.scope[PRINCIPAL],
+            method,
+            call,
+            call_id,
+            request.headers.get(BOOT_HEADER),
+            None if call_id else _disconnection(request),
+        )
         if outcome is None:
             return Response(status_code=_CALLER_LEFT)  # nobody is there to read it
         return _response(outcome, method.raw_response and OCTET_STREAM in request.headers.get("accept", ""))
@@ -109,14 +127,17 @@ async def _read(method: AnyMethod, request: Request, max_body: int) -> m.Request
     """The call's model from a JSON body, or from a raw body and the meta header."""
     media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
     if media_type not in (JSON, OCTET_STREAM) or (media_type == OCTET_STREAM and not method.raw_request):
-        raise Fault(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                    f"{method.name} takes {JSON}" + (f" or {OCTET_STREAM}" if method.raw_request else ""))
+        raise Fault(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"{method.name} takes {JSON}" + (f" or {OCTET_STREAM}" if method.raw_request else ""),
+        )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_body:
-            raise Fault(ErrorCode.PAYLOAD_TOO_LARGE,
-                        f"request body is over the agent's limit max_body = {max_body} bytes")
+            raise Fault(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"request body is over the agent's limit max_body = {max_body} bytes"
+            )
     request_type: type[m.Request] = method.request
     if media_type == OCTET_STREAM:
         return from_raw(request_type, request.headers.get(META_HEADER), bytes(body))
@@ -141,5 +162,10 @@ def _raw_response(method: AnyMethod) -> dict[int | str, dict[str, Any]]:
     """The octet-stream form of a 200, for methods whose answer carries bytes."""
     if not method.raw_response:
         return {}
-    return {200: {"description": f"With Accept: {OCTET_STREAM}, the payload as the body", "headers": _META,
-                  "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}}}
+    return {
+        200: {
+            "description": f"With Accept: {OCTET_STREAM}, the payload as the body",
+            "headers": _META,
+            "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }

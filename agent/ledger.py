@@ -79,8 +79,12 @@ class Ledger:
             oldest = next((key for key, answer in self._calls.items() if answer.done()), None)
             if oldest is None:
                 return
-            log.warning("forgetting the unacknowledged answer to call %s.%d of %s (ledger full)",
-                        oldest[1], oldest[2], oldest[0])
+            log.warning(
+                "forgetting the unacknowledged answer to call %s.%d of %s (ledger full)",
+                oldest[1],
+                oldest[2],
+                oldest[0],
+            )
             self._forget(oldest)
 
 

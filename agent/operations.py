@@ -57,7 +57,9 @@ class Operations:
         entry.listening = True
         return entry.info()
 
-    async def accept(self, request: m.AcceptRequest, principal: Principal, gone: Gone | None = None) -> m.AcceptResponse:
+    async def accept(
+        self, request: m.AcceptRequest, principal: Principal, gone: Gone | None = None
+    ) -> m.AcceptResponse:
         entry = self.table.get(request.descriptor, principal.name)
         _require_stream(entry, "accept")
         if not entry.listening:
@@ -71,7 +73,9 @@ class Operations:
         accepted = self.table.add(conn, principal.name)
         return m.AcceptResponse(descriptor=accepted.descriptor, peer=m.Address(host=host, port=port))
 
-    async def connect(self, request: m.ConnectRequest, principal: Principal, gone: Gone | None = None) -> m.ConnectResponse:
+    async def connect(
+        self, request: m.ConnectRequest, principal: Principal, gone: Gone | None = None
+    ) -> m.ConnectResponse:
         entry = self.table.get(request.descriptor, principal.name)
         target = await self._resolve(entry, "connect", request.host, request.port)
         if not entry.stream:
@@ -87,8 +91,9 @@ class Operations:
         watcher = asyncio.ensure_future(gone()) if gone is not None else None
         try:
             async with self._wait_slot():
-                done, _ = await asyncio.wait(futures(task, watcher), timeout=request.wait,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    futures(task, watcher), timeout=request.wait, return_when=asyncio.FIRST_COMPLETED
+                )
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -116,12 +121,17 @@ class Operations:
         entry.bytes_out += sent
         return m.SendResponse(sent=sent)
 
-    async def receive(self, request: m.ReceiveRequest, principal: Principal, gone: Gone | None = None) -> m.ReceiveResponse:
+    async def receive(
+        self, request: m.ReceiveRequest, principal: Principal, gone: Gone | None = None
+    ) -> m.ReceiveResponse:
         entry = self.table.get(request.descriptor, principal.name)
         if request.bufsize > self.limits.max_bufsize:
-            raise Fault(ErrorCode.PAYLOAD_TOO_LARGE,
-                        f"bufsize {request.bufsize} is over the agent's limit max_bufsize = {self.limits.max_bufsize}")
+            raise Fault(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"bufsize {request.bufsize} is over the agent's limit max_bufsize = {self.limits.max_bufsize}",
+            )
         size = request.bufsize
+
         def call() -> tuple[bytes, SocketAddress | None]:
             return (entry.sock.recv(size), None) if entry.stream else entry.sock.recvfrom(size)
 
@@ -143,23 +153,32 @@ class Operations:
 
     async def sockets(self, request: m.ListRequest, principal: Principal) -> m.SocketList:
         if request.everyone and not principal.admin:
-            raise Fault(ErrorCode.PERMISSION_DENIED, f"only an admin may list everyone's sockets; {principal.name} is not one")
+            raise Fault(
+                ErrorCode.PERMISSION_DENIED, f"only an admin may list everyone's sockets; {principal.name} is not one"
+            )
         entries = self.table.entries(None if request.everyone else principal.name)
         return m.SocketList(sockets=[entry.info() for entry in entries])
 
     def _check_room(self, principal: Principal) -> None:
         if len(self.table) >= self.limits.sockets_total:
-            raise Fault(ErrorCode.LIMIT_EXCEEDED,
-                        f"the agent has {len(self.table)} sockets open, its limit sockets_total; close some first")
+            raise Fault(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"the agent has {len(self.table)} sockets open, its limit sockets_total; close some first",
+            )
         if len(self.table.entries(principal.name)) >= self.limits.sockets_per_principal:
-            raise Fault(ErrorCode.LIMIT_EXCEEDED, f"{principal.name} has {self.limits.sockets_per_principal} sockets "
-                                                  "open, the limit sockets_per_principal; close some first")
+            raise Fault(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"{principal.name} has {self.limits.sockets_per_principal} sockets "
+                "open, the limit sockets_per_principal; close some first",
+            )
 
     @asynccontextmanager
     async def _wait_slot(self) -> AsyncIterator[None]:
         if self._waiting >= self.limits.waits_total:
-            raise Fault(ErrorCode.LIMIT_EXCEEDED,
-                        f"{self._waiting} blocking calls are waiting already, the limit waits_total; try again later")
+            raise Fault(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"{self._waiting} blocking calls are waiting already, the limit waits_total; try again later",
+            )
         self._waiting += 1
         try:
             yield
@@ -174,8 +193,8 @@ class Operations:
         except socket.gaierror as exc:
             name = _GAI_ERRORS.get(exc.errno, "EAI_FAIL")
             raise OSError(exc.errno, f"cannot resolve {host!r} for {entry.family}: {exc.strerror} ({name})") from None
-        address = infos[0][4]
-        refusal = await self.policy.refusal(action, address[0], address[1], self._resolve_rule_name)
+        address: SocketAddress = infos[0][4]
+        refusal = await self.policy.refusal(action, str(address[0]), int(address[1]), self._resolve_rule_name)
         if refusal:
             raise Fault(ErrorCode.PERMISSION_DENIED, refusal)
         return address
@@ -185,11 +204,12 @@ class Operations:
             infos = await asyncio.get_running_loop().getaddrinfo(name, None)
         except socket.gaierror:
             return set()
-        return {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
+        return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
 
 
-async def _attempt(entry: Entry, lock: asyncio.Lock, wait: float | None, write: bool, call: Callable[[], T],
-                   gone: Gone | None = None) -> T | None:
+async def _attempt(
+    entry: Entry, lock: asyncio.Lock, wait: float | None, write: bool, call: Callable[[], T], gone: Gone | None = None
+) -> T | None:
     """Run a non-blocking `call` under `lock` until it succeeds; None when `wait` seconds pass first."""
     deadline = None if wait is None else asyncio.get_running_loop().time() + wait
     if lock.locked():

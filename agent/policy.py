@@ -18,11 +18,15 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from protocol import host_port
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str], Awaitable[set[IPAddress]]]
 
-_RULE = re.compile(r"^(?:\[(?P<bracketed>[^\]]+)\]|(?P<plain>[^:\[\]]+|[0-9a-fA-F:]+(?:/\d+)?))(?::(?P<ports>\d+(?:-\d+)?))?$")
+_RULE = re.compile(
+    r"^(?:\[(?P<bracketed>[^\]]+)\]|(?P<plain>[^:\[\]]+|[0-9a-fA-F:]+(?:/\d+)?))(?::(?P<ports>\d+(?:-\d+)?))?$"
+)
 
 DEFAULT_CONNECT_DENY = ("169.254.169.254", "[fd00:ec2::254]")
 """Cloud metadata services: on a cloud VM they hand out credentials, and no lab device lives there."""
@@ -68,7 +72,7 @@ class Rule:
     text: str
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     hostname: str | None = None
-    ports: range = range(0, 65536)
+    ports: range = range(65536)
 
     @classmethod
     def parse(cls, text: str) -> Rule:
@@ -80,7 +84,8 @@ class Rule:
             if not match:
                 raise PolicyError(f"rule {text!r}: expected ADDRESS[:PORT[-PORT]], e.g. 10.0.0.0/8:502 or [::1]:1-1024")
             address, ports = match["bracketed"] or match["plain"], match["ports"]
-        return cls(text, *_address_part(text, address), _port_range(text, ports))
+        network, hostname = _address_part(text, address)
+        return cls(text, network, hostname, _port_range(text, ports))
 
     async def matches(self, ip: IPAddress, port: int, resolve: Resolver) -> bool:
         if port not in self.ports:
@@ -92,7 +97,7 @@ class Rule:
         return ip in {delivered_to(address) for address in await resolve(self.hostname)}
 
 
-def _address_part(text: str, address: str) -> tuple:
+def _address_part(text: str, address: str) -> tuple[IPNetwork | None, str | None]:
     if address == "*":
         return None, None
     try:
@@ -106,7 +111,7 @@ def _address_part(text: str, address: str) -> tuple:
 
 def _port_range(text: str, ports: str | None) -> range:
     if ports is None:
-        return range(0, 65536)
+        return range(65536)
     low, _, high = ports.partition("-")
     first, last = int(low), int(high or low)
     if not 0 <= first <= last <= 65535:
@@ -151,10 +156,6 @@ class Policy:
         address = ipaddress.ip_address(ip.split("%")[0])  # drop an IPv6 zone id
         for form in matched_as(action, address):
             if reason := await rules.refusal(form, port, resolve):
-                matched = "" if form == address else f" (matched as {_show(str(form), port)})"
-                return f"{action} to {_show(ip, port)}{matched} {reason}"
+                matched = "" if form == address else f" (matched as {host_port(str(form), port)})"
+                return f"{action} to {host_port(ip, port)}{matched} {reason}"
         return None
-
-
-def _show(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

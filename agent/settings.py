@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -92,38 +93,73 @@ class SettingsError(ValueError):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="engee-agent", description="Own real sockets on this machine for a remote notebook.",
+        prog="engee-agent",
+        description="Own real sockets on this machine for a remote notebook.",
         epilog="Every option with one value can also come from the environment as ENGEE_AGENT_<OPTION> "
-               "(ENGEE_AGENT_HOST, ENGEE_AGENT_PORT, ENGEE_AGENT_LOG_LEVEL, ...). A flag wins over the environment, "
-               "the environment over --config, --config over the defaults.")
-    p.add_argument("--config", metavar="FILE", help="TOML file with any of these settings, principals, policy and limits")
-    p.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST}); keep loopback unless a notebook "
-                                  "on another machine must reach this one directly")
+        "(ENGEE_AGENT_HOST, ENGEE_AGENT_PORT, ENGEE_AGENT_LOG_LEVEL, ...). A flag wins over the environment, "
+        "the environment over --config, --config over the defaults.",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="TOML file with any of these settings, principals, policy and limits"
+    )
+    p.add_argument(
+        "--host",
+        help=f"address to listen on (default {DEFAULT_HOST}); keep loopback unless a notebook "
+        "on another machine must reach this one directly",
+    )
     p.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT}); 0 picks a free one")
-    p.add_argument("--fd", type=int, metavar="FD",
-                   help="serve on an inherited, listening socket with this file descriptor instead of --host/--port "
-                        "(socket activation, sandboxes)")
-    p.add_argument("--token", help=f"the token every call must carry (default ${TOKEN_VARIABLE}; when neither this "
-                                   "nor principals in --config are given, a random one is generated and printed)")
-    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                   help="a host name the agent is reached by (besides localhost and IP addresses); repeatable")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                   help="a browser origin allowed to call the agent (CORS), e.g. https://engee.example; repeatable")
+    p.add_argument(
+        "--fd",
+        type=int,
+        metavar="FD",
+        help="serve on an inherited, listening socket with this file descriptor instead of --host/--port "
+        "(socket activation, sandboxes)",
+    )
+    p.add_argument(
+        "--token",
+        help=f"the token every call must carry (default ${TOKEN_VARIABLE}; when neither this "
+        "nor principals in --config are given, a random one is generated and printed)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the agent is reached by (besides localhost and IP addresses); repeatable",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the agent (CORS), e.g. https://engee.example; repeatable",
+    )
     for action in ("connect", "bind"):
-        p.add_argument(f"--allow-{action}", action="append", default=[], metavar="RULE",
-                       help=f"{action} only to addresses matching a rule: CIDR or host name, optional :PORT or "
-                            ":LOW-HIGH, e.g. 10.1.2.0/24:502; repeatable (default: anywhere)")
-        p.add_argument(f"--deny-{action}", action="append", default=[], metavar="RULE",
-                       help=f"never {action} to addresses matching a rule; repeatable")
+        p.add_argument(
+            f"--allow-{action}",
+            action="append",
+            default=[],
+            metavar="RULE",
+            help=f"{action} only to addresses matching a rule: CIDR or host name, optional :PORT or "
+            ":LOW-HIGH, e.g. 10.1.2.0/24:502; repeatable (default: anywhere)",
+        )
+        p.add_argument(
+            f"--deny-{action}",
+            action="append",
+            default=[],
+            metavar="RULE",
+            help=f"never {action} to addresses matching a rule; repeatable",
+        )
     p.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--ssl-keyfile", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument("--audit-log", metavar="FILE", help="append audit lines here (default: standard error)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
-                   help="how much to log to standard error (default warning)")
+    p.add_argument(
+        "--log-level", choices=LOG_LEVELS, type=str.lower, help="how much to log to standard error (default warning)"
+    )
     return p
 
 
-def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from the command line, the config file it names, and the environment."""
     environ = os.environ if environ is None else environ
     args = parser().parse_args(argv)
@@ -163,7 +199,7 @@ def _read_config(path: str) -> dict[str, Any]:
         raise SettingsError(f"--config {path} is not valid TOML: {exc}") from None
 
 
-def _build(args: argparse.Namespace, config: dict[str, Any], environ: dict[str, str]) -> Settings:
+def _build(args: argparse.Namespace, config: dict[str, Any], environ: Mapping[str, str]) -> Settings:
     port = _pick(args.port, config.get("port"), DEFAULT_PORT)
     if not 0 <= port <= 65535:
         raise SettingsError(f"port {port!r} is outside 0..65535")
@@ -178,10 +214,14 @@ def _build(args: argparse.Namespace, config: dict[str, Any], environ: dict[str, 
         allowed_hosts=tuple(config.get("allowed_hosts", ())) + tuple(args.allow_host),
         allowed_origins=tuple(config.get("allowed_origins", ())) + tuple(args.allow_origin),
         policy=Policy(
-            connect=RuleSet.parse([*policy_config.get("connect_allow", ()), *args.allow_connect],
-                                  [*DEFAULT_CONNECT_DENY, *policy_config.get("connect_deny", ()), *args.deny_connect]),
-            bind=RuleSet.parse([*policy_config.get("bind_allow", ()), *args.allow_bind],
-                               [*policy_config.get("bind_deny", ()), *args.deny_bind]),
+            connect=RuleSet.parse(
+                [*policy_config.get("connect_allow", ()), *args.allow_connect],
+                [*DEFAULT_CONNECT_DENY, *policy_config.get("connect_deny", ()), *args.deny_connect],
+            ),
+            bind=RuleSet.parse(
+                [*policy_config.get("bind_allow", ()), *args.allow_bind],
+                [*policy_config.get("bind_deny", ()), *args.deny_bind],
+            ),
         ),
         limits=_limits(config.get("limits", {})),
         ssl_certfile=_pick(args.ssl_certfile, config.get("ssl_certfile"), None),
@@ -198,7 +238,9 @@ def _pick(flag: Any, configured: Any, default: Any) -> Any:
     return flag if flag is not None else configured if configured is not None else default
 
 
-def _principals(token: str | None, configured: dict[str, Any], environ: dict[str, str]) -> tuple[tuple[Principal, ...], bool]:
+def _principals(
+    token: str | None, configured: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[tuple[Principal, ...], bool]:
     principals = []
     for name, entry in configured.items():
         if len(entry.get("token", "")) < 16:
@@ -298,8 +340,14 @@ def _expect(expected: str, value: Any, path: KeyPath, fits: bool) -> None:
 
 
 def _kind(value: Any) -> str:
-    kinds = ((bool, "true/false"), (int, "a whole number"), (float, "a fractional number"), (str, "a string"),
-             (list, "a list"), (dict, "a table"))
+    kinds = (
+        (bool, "true/false"),
+        (int, "a whole number"),
+        (float, "a fractional number"),
+        (str, "a string"),
+        (list, "a list"),
+        (dict, "a table"),
+    )
     return next((name for kind, name in kinds if isinstance(value, kind)), "a date or time")
 
 
@@ -326,17 +374,19 @@ STRING = Value("a string", (str,))
 STRINGS = ListOf("a list of strings", STRING)
 LOG_LEVEL = Value(f"one of {', '.join(LOG_LEVELS)}", (str,), LOG_LEVELS)
 _NUMBERS = {int: Value("a whole number", (int,)), float: Value("a number", (int, float))}
-CONFIG = Table({
-    "host": STRING,
-    "port": _NUMBERS[int],
-    "principals": TableOf(Table({"token": STRING, "admin": Value("true or false", (bool,))})),
-    "allowed_hosts": STRINGS,
-    "allowed_origins": STRINGS,
-    "policy": Table({name: STRINGS for name in ("connect_allow", "connect_deny", "bind_allow", "bind_deny")}),
-    "limits": Table({name: _NUMBERS[kind] for name, kind in get_type_hints(Limits).items()}),
-    "ssl_certfile": STRING,
-    "ssl_keyfile": STRING,
-    "audit_log": STRING,
-    "log_level": LOG_LEVEL,
-})
+CONFIG = Table(
+    {
+        "host": STRING,
+        "port": _NUMBERS[int],
+        "principals": TableOf(Table({"token": STRING, "admin": Value("true or false", (bool,))})),
+        "allowed_hosts": STRINGS,
+        "allowed_origins": STRINGS,
+        "policy": Table({name: STRINGS for name in ("connect_allow", "connect_deny", "bind_allow", "bind_deny")}),
+        "limits": Table({name: _NUMBERS[kind] for name, kind in get_type_hints(Limits).items()}),
+        "ssl_certfile": STRING,
+        "ssl_keyfile": STRING,
+        "audit_log": STRING,
+        "log_level": LOG_LEVEL,
+    }
+)
 """What a config file may hold, and of which type: every section is checked by it before it is used."""

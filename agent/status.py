@@ -48,11 +48,21 @@ def add_status_routes(app: FastAPI, table: DescriptorTable, clients: Clients, ag
 
     def status(principal: Principal) -> Status:
         entries = table.entries(None if principal.admin else principal.name)
-        return Status(agent_id=agent_id, version=version, uptime=round(time.monotonic() - started, 1),
-                      principal=principal.name, clients=clients.rows(principal), sockets=[_row(e) for e in entries])
+        return Status(
+            agent_id=agent_id,
+            version=version,
+            uptime=round(time.monotonic() - started, 1),
+            principal=principal.name,
+            clients=clients.rows(principal),
+            sockets=[_row(e) for e in entries],
+        )
 
-    @app.get(STATUS_PATH, response_model=Status, summary="Clients and open sockets, for the status page.",
-             openapi_extra={"security": [{"bearer": []}]})
+    @app.get(
+        STATUS_PATH,
+        response_model=Status,
+        summary="Clients and open sockets, for the status page.",
+        openapi_extra={"security": [{"bearer": []}]},
+    )
     async def status_data(request: Request) -> Status:
         return status(request.scope[PRINCIPAL])
 
@@ -67,9 +77,16 @@ def add_status_routes(app: FastAPI, table: DescriptorTable, clients: Clients, ag
 
 def _row(entry: Entry) -> SocketRow:
     info = entry.info()
-    return SocketRow(descriptor=entry.descriptor, socket_type=entry.socket_type, local=_show(info.local),
-                     peer=_show(info.peer), owner=entry.owner, bytes_in=entry.bytes_in, bytes_out=entry.bytes_out,
-                     idle=round(time.monotonic() - entry.last_call, 1))
+    return SocketRow(
+        descriptor=entry.descriptor,
+        socket_type=entry.socket_type,
+        local=_show(info.local),
+        peer=_show(info.peer),
+        owner=entry.owner,
+        bytes_in=entry.bytes_in,
+        bytes_out=entry.bytes_out,
+        idle=round(time.monotonic() - entry.last_call, 1),
+    )
 
 
 def _show(address: Address | None) -> str:
@@ -80,13 +97,22 @@ _COLUMNS = ("descriptor", "socket_type", "local", "peer", "owner", "bytes_in", "
 
 
 def _page(status: Status) -> str:
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(getattr(row, c)))}</td>" for c in _COLUMNS) + "</tr>"
-                   for row in status.sockets)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(getattr(row, c)))}</td>" for c in _COLUMNS) + "</tr>"
+        for row in status.sockets
+    )
     heads = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in _COLUMNS)
-    return _TEMPLATE.format(agent=html.escape(status.agent_id), version=html.escape(status.version),
-                            principal=html.escape(status.principal), uptime=status.uptime,
-                            clients=len(status.clients), heads=heads, rows=rows, path=STATUS_PATH,
-                            columns=list(_COLUMNS))
+    return _TEMPLATE.format(
+        agent=html.escape(status.agent_id),
+        version=html.escape(status.version),
+        principal=html.escape(status.principal),
+        uptime=status.uptime,
+        clients=len(status.clients),
+        heads=heads,
+        rows=rows,
+        path=STATUS_PATH,
+        columns=list(_COLUMNS),
+    )
 
 
 _TEMPLATE = """<!doctype html>

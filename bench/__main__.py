@@ -56,26 +56,47 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # run the cleanups below
     chunk = os.urandom(MIB)
-    seed = Workload("seed loop", f"{args.messages} UDP messages, send + receive(1000) each, checked; written as "
-                    "for local sockets, so RPyC looks up `send`/`recv` remotely on every call; "
-                    "rpyc-bound looks them up once before the loop", args.messages)
-    bulk = Workload("bulk send", f"{args.chunks} MiB of random bytes over TCP in 1 MiB sends to a local sink, "
-                    "until the sink counted them all", args.chunks * MIB, throughput=True)
+    seed = Workload(
+        "seed loop",
+        f"{args.messages} UDP messages, send + receive(1000) each, checked; written as "
+        "for local sockets, so RPyC looks up `send`/`recv` remotely on every call; "
+        "rpyc-bound looks them up once before the loop",
+        args.messages,
+    )
+    bulk = Workload(
+        "bulk send",
+        f"{args.chunks} MiB of random bytes over TCP in 1 MiB sends to a local sink, until the sink counted them all",
+        args.chunks * MIB,
+        throughput=True,
+    )
     with ExitStack() as stack:
         agent_process = stack.enter_context(AgentProcess())
         agent = stack.enter_context(Agent(agent_process.url, token=agent_process.token))
         rpyc_server = stack.enter_context(RpycServer())
         remote = stack.enter_context(closing(rpyc.classic.connect(HOST, rpyc_server.port))).modules.socket
-        measure([
-            (seed, {"agent": partial(seed_loop_agent, agent, args.messages),
-                    "rpyc": partial(seed_loop_sockets, remote, args.messages),
-                    "rpyc-bound": partial(seed_loop_sockets, remote, args.messages, bound=True),
-                    "direct": partial(seed_loop_sockets, socket, args.messages)}),
-            (bulk, {"agent": partial(bulk_agent, agent, chunk, args.chunks),
-                    "rpyc": partial(bulk_sockets, remote, chunk, args.chunks),
-                    "rpyc-bound": partial(bulk_sockets, remote, chunk, args.chunks, bound=True),
-                    "direct": partial(bulk_sockets, socket, chunk, args.chunks)}),
-        ], args.runs)
+        measure(
+            [
+                (
+                    seed,
+                    {
+                        "agent": partial(seed_loop_agent, agent, args.messages),
+                        "rpyc": partial(seed_loop_sockets, remote, args.messages),
+                        "rpyc-bound": partial(seed_loop_sockets, remote, args.messages, bound=True),
+                        "direct": partial(seed_loop_sockets, socket, args.messages),
+                    },
+                ),
+                (
+                    bulk,
+                    {
+                        "agent": partial(bulk_agent, agent, chunk, args.chunks),
+                        "rpyc": partial(bulk_sockets, remote, chunk, args.chunks),
+                        "rpyc-bound": partial(bulk_sockets, remote, chunk, args.chunks, bound=True),
+                        "direct": partial(bulk_sockets, socket, chunk, args.chunks),
+                    },
+                ),
+            ],
+            args.runs,
+        )
     facts = {
         **run_facts("bench", argv, f", rpyc {rpyc.__version__}"),
         "method": f"median of {args.runs} runs after one warm-up; variants interleaved; times in seconds",

@@ -66,7 +66,9 @@ class RpycServer(ChildProcess):
         # `python -m rpyc.cli.rpyc_classic` exits at once (the module has no __main__ guard),
         # so run the console script installed next to this interpreter.
         script = Path(sys.executable).with_name("rpyc_classic")
-        super().__init__([sys.executable, str(script), "--host", HOST, "-p", "0"], r"server started on \[[^\]]*\]:(\d+)")
+        super().__init__(
+            [sys.executable, str(script), "--host", HOST, "-p", "0"], r"server started on \[[^\]]*\]:(\d+)"
+        )
         self.port = 0
 
     def __enter__(self) -> Self:

@@ -52,13 +52,21 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str
 def render(workloads: list[Workload], title: str, facts: dict[str, str], markdown: bool = False) -> str:
     """The whole report: title, facts (date, machine, command), timings, ratios, floors."""
     timings = [
-        [workload.name if variant == VARIANTS[0] else "", variant, f"{workload.median(variant):.4f}",
-         f"{min(workload.times[variant]):.4f}", f"{max(workload.times[variant]):.4f}",
-         str(len(workload.times[variant])), workload.rate(variant)]
-        for workload in workloads for variant in VARIANTS
+        [
+            workload.name if variant == VARIANTS[0] else "",
+            variant,
+            f"{workload.median(variant):.4f}",
+            f"{min(workload.times[variant]):.4f}",
+            f"{max(workload.times[variant]):.4f}",
+            str(len(workload.times[variant])),
+            workload.rate(variant),
+        ]
+        for workload in workloads
+        for variant in VARIANTS
     ]
-    ratios = [[workload.name, *(f"{workload.ratio('agent', other):.2f}" for other in VARIANTS[1:])]
-              for workload in workloads]
+    ratios = [
+        [workload.name, *(f"{workload.ratio('agent', other):.2f}" for other in VARIANTS[1:])] for workload in workloads
+    ]
     floors = []
     for workload in workloads:
         limit, text = FLOORS[workload.name]
@@ -66,8 +74,10 @@ def render(workloads: list[Workload], title: str, facts: dict[str, str], markdow
         floors.append(f"{text}   measured {ratio:.2f}   {'PASS' if ratio <= limit else 'MISS'}")
     bullet = "- " if markdown else "  "
     lines = [f"# {title}" if markdown else title, ""]
-    lines += [f"{bullet}{name}: " + (f"`{value}`" if markdown and name == "command" else value)
-              for name, value in facts.items()] + [""]
+    lines += [
+        f"{bullet}{name}: " + (f"`{value}`" if markdown and name == "command" else value)
+        for name, value in facts.items()
+    ] + [""]
     lines += [f"{bullet}{workload.name}: {workload.detail}" for workload in workloads] + [""]
     lines += _table(["workload", "variant", "median s", "min s", "max s", "runs", "median rate"], timings, markdown)
     lines += [""] + _table(["workload", *(f"agent/{other}" for other in VARIANTS[1:])], ratios, markdown) + [""]

@@ -46,13 +46,20 @@ MAX_ERRORS = 100
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 5 s, 10 sessions in 2 processes, 1,000 sockets, 20,000 calls unless given")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 5 s, 10 sessions in 2 processes, 1,000 sockets, 20,000 calls unless given",
+    )
     parser.add_argument("--duration", type=float, metavar="S", help="seconds of part A's echo loops (default 60)")
     parser.add_argument("--sessions", type=int, metavar="N", help="concurrent client sessions in part A (default 100)")
-    parser.add_argument("--processes", type=int, metavar="N",
-                        help="client processes part A's sessions are spread over, each a thread per session "
-                             "(default 4, 2 with --quick)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="client processes part A's sessions are spread over, each a thread per session "
+        "(default 4, 2 with --quick)",
+    )
     parser.add_argument("--sockets", type=int, metavar="N", help="sockets open at once in part B (default 10,000)")
     parser.add_argument("--calls", type=int, metavar="N", help="calls in a row in part C (default 200,000)")
     args = parser.parse_args(argv)
@@ -67,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- the agent, seen from outside ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -130,6 +138,7 @@ class Section:
 
 # --- A: concurrent sessions ---------------------------------------------------------------------
 
+
 @dataclass
 class Session:
     """One client session's echo loop: its call latencies (send and receive apart), loop time and errors."""
@@ -142,8 +151,11 @@ class Session:
 
     def run(self, url: str, token: str, ready: threading.Barrier, go: threading.Event, stop: threading.Event) -> None:
         try:
-            with (Agent(url, token=token) as agent, agent.Socket("AF_INET", "SOCK_DGRAM") as server,
-                  agent.Socket("AF_INET", "SOCK_DGRAM") as client):
+            with (
+                Agent(url, token=token) as agent,
+                agent.Socket("AF_INET", "SOCK_DGRAM") as server,
+                agent.Socket("AF_INET", "SOCK_DGRAM") as client,
+            ):
                 server.bind(HOST, 0)
                 client.connect(*server.local_address)
                 ready.wait()
@@ -196,18 +208,24 @@ def client_process(url: str, token: str, indices: list[int], duration: float, ev
     stop.set()
     for thread in threads:
         thread.join()
-    results.put(([(run.index, run.sends, run.receives, run.errors, run.seconds) for run in runs],
-                 time.process_time() - cpu))  # plain tuples: the class pickles under the child's module name
+    results.put(
+        ([(run.index, run.sends, run.receives, run.errors, run.seconds) for run in runs], time.process_time() - cpu)
+    )  # plain tuples: the class pickles under the child's module name
 
 
 def sessions(process: AgentProcess, count: int, duration: float, processes: int) -> Section:
     processes = min(processes, count)
     context = multiprocessing.get_context("spawn")
     everyone, results = context.Barrier(processes + 1), context.Queue()
-    clients = [context.Process(target=client_process, name=f"soak-client-{p}", daemon=True,
-                               args=(process.url, process.token, list(range(p, count, processes)), duration,
-                                     everyone, results))
-               for p in range(processes)]
+    clients = [
+        context.Process(
+            target=client_process,
+            name=f"soak-client-{p}",
+            daemon=True,
+            args=(process.url, process.token, list(range(p, count, processes)), duration, everyone, results),
+        )
+        for p in range(processes)
+    ]
     before = Usage.settled(process.pid)
     for client in clients:
         client.start()
@@ -242,19 +260,27 @@ def sessions(process: AgentProcess, count: int, duration: float, processes: int)
         f"{processes} client processes; each a UDP pair on the agent (server bound to {HOST}:0, client connected "
         f"to it) and an echo loop for {duration:g} s: send a small message, receive(1000, timeout="
         f"{RECEIVE_TIMEOUT:g}), compare. Latency is per call (send and receive are one HTTP call each), measured "
-        "in the client around the library call.")
+        "in the client around the library call.",
+    )
     if both:
         seconds = statistics.mean(run.seconds for run in runs)
         rate = sum(len(run.receives) / run.seconds for run in runs if run.seconds)
         section.add("calls", f"{len(both):,} ({len(sends):,} send + {len(receives):,} receive) in {seconds:.1f} s")
         section.add("rate", f"{2 * rate:,.0f} calls/s, {rate:,.0f} round trips/s")
-        section.add("per session", f"{min(len(run.receives) for run in runs):,} .. "
-                                   f"{max(len(run.receives) for run in runs):,} round trips")
+        section.add(
+            "per session",
+            f"{min(len(run.receives) for run in runs):,} .. {max(len(run.receives) for run in runs):,} round trips",
+        )
         for name, values in (("all calls", both), ("send", sends), ("receive", receives)):
-            section.add(f"latency {name}", f"p50 {_ms(percentile(values, 50))}, p99 {_ms(percentile(values, 99))}, "
-                                           f"max {_ms(values[-1])}")
-    section.add("agent CPU", f"{after.cpu - before.cpu:.1f} s ({(after.cpu - before.cpu) / duration:.0%} of one core "
-                             f"over {duration:g} s; setup and teardown included)")
+            section.add(
+                f"latency {name}",
+                f"p50 {_ms(percentile(values, 50))}, p99 {_ms(percentile(values, 99))}, max {_ms(values[-1])}",
+            )
+    section.add(
+        "agent CPU",
+        f"{after.cpu - before.cpu:.1f} s ({(after.cpu - before.cpu) / duration:.0%} of one core "
+        f"over {duration:g} s; setup and teardown included)",
+    )
     section.add("client CPU", f"{client_cpu:.1f} s, all {processes} client processes")
     section.add("agent", f"before: {before.show()}; halfway: {during.show()}; after: {after.show()}")
     section.add("errors", f"{len(errors)}" + (f"; first: {'; '.join(errors[:5])}" if errors else ""))
@@ -264,6 +290,7 @@ def sessions(process: AgentProcess, count: int, duration: float, processes: int)
 
 
 # --- B: many sockets at once --------------------------------------------------------------------
+
 
 def many_sockets(process: AgentProcess, count: int) -> Section:
     before = Usage.settled(process.pid)
@@ -285,21 +312,33 @@ def many_sockets(process: AgentProcess, count: int) -> Section:
                 sock.close()
             close_time = time.perf_counter() - began
     after = Usage.settled(process.pid)
-    section = Section("B. sockets open at once",
-                      f"{count:,} UDP sockets opened and bound to {HOST}:0 through one client, one after another, "
-                      "then all closed. Memory is the agent process's VmRSS; the kernel's socket buffers are not in it.")
+    section = Section(
+        "B. sockets open at once",
+        f"{count:,} UDP sockets opened and bound to {HOST}:0 through one client, one after another, "
+        "then all closed. Memory is the agent process's VmRSS; the kernel's socket buffers are not in it.",
+    )
     section.add("before", before.show())
     section.add(f"with {count:,} open", during.show())
-    section.add("memory per socket", f"{(during.rss - before.rss) / count / 1024:.2f} KiB "
-                                     f"(ΔRSS {_signed_mib(during.rss - before.rss)} / {count:,})")
+    section.add(
+        "memory per socket",
+        f"{(during.rss - before.rss) / count / 1024:.2f} KiB (ΔRSS {_signed_mib(during.rss - before.rss)} / {count:,})",
+    )
     section.add("open files per socket", f"{(during.fds - before.fds) / count:.3f} (Δ {during.fds - before.fds:+,})")
-    section.add("after listing them", f"{after_listing.show()}: one sockets() call, {listed:,} entries (RSS "
-                                      f"{_signed_mib(after_listing.rss - during.rss)}: building the answer; freed, "
-                                      "not given back to the OS)")
-    section.add("after closing all", after.show() + f" (RSS {_signed_mib(after.rss - before.rss)}, "
-                                                    f"files {after.fds - before.fds:+} vs before)")
-    section.add("time", f"open + bind {open_time:.1f} s ({count / open_time:,.0f} sockets/s), "
-                        f"close {close_time:.1f} s ({count / close_time:,.0f}/s)")
+    section.add(
+        "after listing them",
+        f"{after_listing.show()}: one sockets() call, {listed:,} entries (RSS "
+        f"{_signed_mib(after_listing.rss - during.rss)}: building the answer; freed, "
+        "not given back to the OS)",
+    )
+    section.add(
+        "after closing all",
+        after.show() + f" (RSS {_signed_mib(after.rss - before.rss)}, files {after.fds - before.fds:+} vs before)",
+    )
+    section.add(
+        "time",
+        f"open + bind {open_time:.1f} s ({count / open_time:,.0f} sockets/s), "
+        f"close {close_time:.1f} s ({count / close_time:,.0f}/s)",
+    )
     section.check(f"the agent lists all {count:,} sockets", listed >= count)
     section.check(f"{count:,} more open files while open", during.fds - before.fds >= count)
     section.check("no open file left after closing", after.fds <= before.fds)
@@ -308,9 +347,13 @@ def many_sockets(process: AgentProcess, count: int) -> Section:
 
 # --- C: many calls in a row ---------------------------------------------------------------------
 
+
 def many_calls(process: AgentProcess, calls: int, checkpoints: int = 4) -> Section:
-    with (Agent(process.url, token=process.token) as agent, agent.Socket("AF_INET", "SOCK_DGRAM") as server,
-          agent.Socket("AF_INET", "SOCK_DGRAM") as client):
+    with (
+        Agent(process.url, token=process.token) as agent,
+        agent.Socket("AF_INET", "SOCK_DGRAM") as server,
+        agent.Socket("AF_INET", "SOCK_DGRAM") as client,
+    ):
         server.bind(HOST, 0)
         client.connect(*server.local_address)
 
@@ -331,48 +374,67 @@ def many_calls(process: AgentProcess, calls: int, checkpoints: int = 4) -> Secti
             done = target
             marks.append((done, Usage.of(process.pid)))
         elapsed = time.perf_counter() - began
-    section = Section("C. calls in a row",
-                      f"{calls:,} calls from one client on one UDP pair, alternating send and receive(1000) with "
-                      "the echo checked, after 1,000 warm-up round trips; the agent measured at each checkpoint.")
+    section = Section(
+        "C. calls in a row",
+        f"{calls:,} calls from one client on one UDP pair, alternating send and receive(1000) with "
+        "the echo checked, after 1,000 warm-up round trips; the agent measured at each checkpoint.",
+    )
     for done, usage in marks:
         section.add(f"after {done:,} calls", f"{usage.show()}, CPU {usage.cpu:.1f} s")
     first, last = marks[0][1], marks[-1][1]
     steady = marks[1][1]
-    section.add("growth", f"RSS {_signed_mib(last.rss - first.rss)} over the run, "
-                          f"{_signed_mib(last.rss - steady.rss)} from the first checkpoint to the last; "
-                          f"open files {last.fds - first.fds:+}")
-    section.add("rate", f"{calls / elapsed:,.0f} calls/s ({elapsed / calls * 1e6:.0f} µs per call, in {elapsed:.1f} s); "
-                        f"agent CPU {(last.cpu - first.cpu) / calls * 1e6:.0f} µs per call")
-    section.check(f"RSS flat: first checkpoint to last within {RSS_NOISE // MIB} MiB",
-                  abs(last.rss - steady.rss) <= RSS_NOISE)
+    section.add(
+        "growth",
+        f"RSS {_signed_mib(last.rss - first.rss)} over the run, "
+        f"{_signed_mib(last.rss - steady.rss)} from the first checkpoint to the last; "
+        f"open files {last.fds - first.fds:+}",
+    )
+    section.add(
+        "rate",
+        f"{calls / elapsed:,.0f} calls/s ({elapsed / calls * 1e6:.0f} µs per call, in {elapsed:.1f} s); "
+        f"agent CPU {(last.cpu - first.cpu) / calls * 1e6:.0f} µs per call",
+    )
+    section.check(
+        f"RSS flat: first checkpoint to last within {RSS_NOISE // MIB} MiB", abs(last.rss - steady.rss) <= RSS_NOISE
+    )
     section.check("open files flat", last.fds == first.fds)
     return section
 
 
 # --- the run and its report ---------------------------------------------------------------------
 
+
 def config_text(args: argparse.Namespace) -> str:
     sockets = args.sockets + 2 * args.sessions + 100
-    return (f"[limits]\nsockets_per_principal = {sockets}\nsockets_total = {sockets}\n"
-            f"waits_total = {max(256, 2 * args.sessions)}\nidle_timeout = 0\n")
+    return (
+        f"[limits]\nsockets_per_principal = {sockets}\nsockets_total = {sockets}\n"
+        f"waits_total = {max(256, 2 * args.sessions)}\nidle_timeout = 0\n"
+    )
 
 
 def agent_log_problems(output: str) -> list[str]:
     """Lines of the agent's output that are neither the banner nor audit lines: warnings, errors, tracebacks."""
-    return [line for line in output.splitlines()
-            if re.search(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback", line) and not line.startswith("time=")]
+    return [
+        line
+        for line in output.splitlines()
+        if re.search(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback", line) and not line.startswith("time=")
+    ]
 
 
 def render(sections: list[Section], facts: dict[str, str], markdown: bool = False) -> str:
     bullet = "- " if markdown else "  "
     title = "engee-sockets soak: sessions, sockets, calls"
     lines = [f"# {title}" if markdown else title, ""]
-    lines += [f"{bullet}{name}: " + (f"`{value}`" if markdown and name in ("command", "config") else value)
-              for name, value in facts.items()]
+    lines += [
+        f"{bullet}{name}: " + (f"`{value}`" if markdown and name in ("command", "config") else value)
+        for name, value in facts.items()
+    ]
     for section in sections:
         lines += ["", f"## {section.title}" if markdown else section.title, "", section.detail, ""]
         if markdown:
-            lines += ["| measure | value |", "| --- | --- |"] + [f"| {name} | {value} |" for name, value in section.rows]
+            lines += ["| measure | value |", "| --- | --- |"] + [
+                f"| {name} | {value} |" for name, value in section.rows
+            ]
         else:
             width = max(len(name) for name, _ in section.rows)
             lines += [f"  {name.ljust(width)}  {value}" for name, value in section.rows]
@@ -405,8 +467,10 @@ def main(argv: list[str] | None = None) -> int:
         problems = agent_log_problems(process.output())
         exit_code = process.stop()
         agent = Section("Agent", "The agent's own output (besides banner and audit lines) and its exit.")
-        agent.add("warnings and errors logged", f"{len(problems)}" + (f"; first: {' | '.join(problems[:3])}"
-                                                                      if problems else ""))
+        agent.add(
+            "warnings and errors logged",
+            f"{len(problems)}" + (f"; first: {' | '.join(problems[:3])}" if problems else ""),
+        )
         agent.add("exit", f"alive to the end: {alive}; exit code after SIGTERM: {exit_code}")
         agent.check("no warning or error logged", not problems)
         agent.check("alive to the end, exit 0", alive and exit_code == 0)

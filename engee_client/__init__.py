@@ -27,7 +27,24 @@ SOCKET = Sockets
 """The seed's example spells it SOCKET."""
 
 __all__ = [
-    "METHODS", "SOCKET", "Agent", "AgentError", "AgentRestartedError", "AgentUnreachableError", "AsyncAgent",
-    "AsyncHttpTransport", "AsyncSocket", "AsyncTransport", "AuthenticationError", "Call", "HttpTransport",
-    "LimitExceededError", "ProtocolError", "Reply", "ResultUIntList", "Socket", "Sockets", "Transport",
+    "METHODS",
+    "SOCKET",
+    "Agent",
+    "AgentError",
+    "AgentRestartedError",
+    "AgentUnreachableError",
+    "AsyncAgent",
+    "AsyncHttpTransport",
+    "AsyncSocket",
+    "AsyncTransport",
+    "AuthenticationError",
+    "Call",
+    "HttpTransport",
+    "LimitExceededError",
+    "ProtocolError",
+    "Reply",
+    "ResultUIntList",
+    "Socket",
+    "Sockets",
+    "Transport",
 ]

@@ -77,8 +77,9 @@ def request_for(method: Method[Req, Resp], fields: dict[str, Any], url: str) -> 
         raise error(f"{where(method.name, fields.get('descriptor'), url)}: {describe_validation(exc)}") from None
 
 
-def one_call(url: str, method: Method[Req, Resp], boot: str | None = None, seq: int | None = None, /,
-             **fields: Any) -> Generator[Step, Answer, tuple[Resp, str | None]]:
+def one_call(
+    url: str, method: Method[Req, Resp], boot: str | None = None, seq: int | None = None, /, **fields: Any
+) -> Generator[Step, Answer, tuple[Resp, str | None]]:
     """The flow of one call of the table to the agent at `url`: its response and the agent's boot id."""
     request = request_for(method, fields, url)
     return (yield method, request, boot, seq)
@@ -109,8 +110,10 @@ class Exchange(Generic[T]):
         outcome = reply.outcome
         if isinstance(outcome, ErrorDetail):
             step = self._last
-            return self._step(self._flow.throw, exception_for(outcome, where(
-                step[0].name, getattr(step[1], "descriptor", None), self._url)))
+            return self._step(
+                self._flow.throw,
+                exception_for(outcome, where(step[0].name, getattr(step[1], "descriptor", None), self._url)),
+            )
         return self._step(self._flow.send, (outcome, reply.boot))
 
     def fail(self, exc: BaseException) -> Call | None:
@@ -190,7 +193,7 @@ class SocketCore:
             return (yield from self._call(METHODS.send, data=data)).sent
         sent = 0
         for start in range(0, len(data), CHUNK):
-            sent += (yield from self._call(METHODS.send, data=data[start:start + CHUNK])).sent
+            sent += (yield from self._call(METHODS.send, data=data[start : start + CHUNK])).sent
         return sent
 
     def _receive_flow(self, bufsize: int, timeout: float | None) -> Flow[ResultUIntList | None]:
@@ -242,11 +245,13 @@ class SocketCore:
         name = method.name
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(f"{self._where(name)}: timeout must be None or a number of seconds, "
-                                f"not {type(timeout).__name__}")
+                raise TypeError(
+                    f"{self._where(name)}: timeout must be None or a number of seconds, not {type(timeout).__name__}"
+                )
             if not 0 <= timeout < math.inf:
-                raise ValueError(f"{self._where(name)}: timeout must be a finite number of seconds >= 0, "
-                                 f"not {timeout!r}")
+                raise ValueError(
+                    f"{self._where(name)}: timeout must be a finite number of seconds >= 0, not {timeout!r}"
+                )
         deadline = None if timeout is None else time.monotonic() + timeout
         fields["descriptor"] = self.descriptor
         url, boot, interrupted = self.agent.url, self._boot, self._interrupted
@@ -299,19 +304,25 @@ class AgentCore:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
-    def _socket_flow(self, family: str, socket_type: str, socket_descriptor: int) -> Flow[tuple[SocketInfo, str | None]]:
+    def _socket_flow(
+        self, family: str, socket_type: str, socket_descriptor: int
+    ) -> Flow[tuple[SocketInfo, str | None]]:
         if socket_descriptor == 0:
             return (yield from one_call(self.url, METHODS.socket, family=family, socket_type=socket_type))
         info, boot = yield from one_call(self.url, METHODS.describe, descriptor=socket_descriptor)
         if (info.family, info.socket_type) != (family, socket_type):
-            raise ValueError(f"descriptor {socket_descriptor} on agent {self.url} is "
-                             f"{info.family}/{info.socket_type}, not {family}/{socket_type}")
+            raise ValueError(
+                f"descriptor {socket_descriptor} on agent {self.url} is "
+                f"{info.family}/{info.socket_type}, not {family}/{socket_type}"
+            )
         return info, boot
 
     def _sockets_flow(self, everyone: bool) -> Flow[list[SocketInfo]]:
         return (yield from one_call(self.url, METHODS.sockets, everyone=everyone))[0].sockets
 
-    def _call_flow(self, method: AnyMethod | str, boot: str | None, seq: int | None, fields: dict[str, Any]) -> Flow[Any]:
+    def _call_flow(
+        self, method: AnyMethod | str, boot: str | None, seq: int | None, fields: dict[str, Any]
+    ) -> Flow[Any]:
         if isinstance(method, str):
             if method not in METHODS:
                 raise ValueError(f"{method!r} is not a method of the agent (methods: {', '.join(METHODS.names())})")

@@ -79,8 +79,9 @@ class Wire:
             timeout = _CALL if wait is None else _limits(CALL_TIMEOUT + wait)
         if method.raw_response:
             headers.append(("Accept", OCTET_STREAM))
-        return httpx.Request("POST", self._urls[method.name], content=content, headers=headers,
-                             extensions={"timeout": timeout})
+        return httpx.Request(
+            "POST", self._urls[method.name], content=content, headers=headers, extensions={"timeout": timeout}
+        )
 
     def reply(self, call: Call, reply: httpx.Response) -> Reply:
         """The outcome of `call` and the agent's boot id; ProtocolError for an answer that makes no sense."""

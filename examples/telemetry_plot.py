@@ -41,8 +41,10 @@ def main(host: str = "127.0.0.1", port: int = 5026, count: int = 400, png: str =
     axes.set(xlabel="time (s)", ylabel="value", title=f"{len(samples)} telemetry samples through the agent")
     figure.tight_layout()
     figure.savefig(png, dpi=100)
-    print(f"{len(samples)} samples, mean {samples['value'].mean():+.3f}, "
-          f"lost {int(samples['seq'].max()) + 1 - len(samples) if len(samples) else count}; plot in {png}")
+    print(
+        f"{len(samples)} samples, mean {samples['value'].mean():+.3f}, "
+        f"lost {int(samples['seq'].max()) + 1 - len(samples) if len(samples) else count}; plot in {png}"
+    )
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ async def serve(host: str, tcp: int, udp: int, rate: float) -> None:
     server = await asyncio.start_server(lambda r, w: command_port(r, w, started), host, tcp)
     announce("tcp", server.sockets[0].getsockname(), "instrument")
     transport, telemetry = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: Telemetry(rate, started), local_addr=(host, udp))
+        lambda: Telemetry(rate, started), local_addr=(host, udp)
+    )
     announce("udp", transport.get_extra_info("sockname"), "instrument")
     try:
         await stop.wait()

@@ -24,8 +24,9 @@ class ChildProcess:
     match: re.Match[str]
     """The banner line, once `start` has seen it."""
 
-    def __init__(self, argv: list[str], banner: str, *, env: dict[str, str] | None = None,
-                 log_dir: str | None = None) -> None:
+    def __init__(
+        self, argv: list[str], banner: str, *, env: dict[str, str] | None = None, log_dir: str | None = None
+    ) -> None:
         self.argv = argv
         self.banner = re.compile(banner)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -36,8 +37,9 @@ class ChildProcess:
     def start(self, timeout: float = 20.0) -> Self:
         """Start the command and wait for its banner (then in `match`); RuntimeError with the output if it never comes."""
         with open(self.log_path, "wb") as log:
-            self._process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, env=self.env)
+            self._process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if match := self.banner.search(self.output()):
@@ -89,12 +91,17 @@ class ChildProcess:
 class AgentProcess(ChildProcess):
     """`python -m agent` on a free loopback port; `url` and `token` are known once it listens."""
 
-    def __init__(self, *args: str, token: str | None = None, host: str = "127.0.0.1",
-                 log_dir: str | None = None) -> None:
+    def __init__(
+        self, *args: str, token: str | None = None, host: str = "127.0.0.1", log_dir: str | None = None
+    ) -> None:
         self.token = token or secrets.token_urlsafe(16)
         self.url = ""
-        super().__init__([sys.executable, "-m", "agent", "--host", host, "--port", "0", *args],
-                         r"engee-agent listening on (\S+)", env={TOKEN_VARIABLE: self.token}, log_dir=log_dir)
+        super().__init__(
+            [sys.executable, "-m", "agent", "--host", host, "--port", "0", *args],
+            r"engee-agent listening on (\S+)",
+            env={TOKEN_VARIABLE: self.token},
+            log_dir=log_dir,
+        )
 
     def started(self) -> None:
         self.url = self.match.group(1)

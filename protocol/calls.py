@@ -26,8 +26,15 @@ class CallId:
         """The id written as `<session>.<seq>[ done=<seq>]`; ValueError for anything else."""
         call, has_done, done = value.partition(" done=")
         session, dot, seq = call.rpartition(".")
-        if (not dot or not 1 <= len(session) <= MAX_SESSION or not session.isascii() or not session.isprintable()
-                or " " in session or not _number(seq) or (has_done and not _number(done))):
+        if (
+            not dot
+            or not 1 <= len(session) <= MAX_SESSION
+            or not session.isascii()
+            or not session.isprintable()
+            or " " in session
+            or not _number(seq)
+            or (has_done and not _number(done))
+        ):
             raise ValueError(f"the call id {value[:80]!r} is not <session>.<seq> or <session>.<seq> done=<seq>")
         return cls(session, int(seq), int(done) if has_done else None)
 

@@ -112,8 +112,13 @@ def is_type_error(exc: ValidationError) -> bool:
 
 def code_for_status(status: int) -> ErrorCode:
     """The code for an HTTP status raised by the web framework itself (404, 405, ...)."""
-    for code in (ErrorCode.NOT_FOUND, ErrorCode.METHOD_NOT_ALLOWED, ErrorCode.UNAUTHORIZED,
-                 ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE):
+    for code in (
+        ErrorCode.NOT_FOUND,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    ):
         if code.status == status:
             return code
     return ErrorCode.BAD_REQUEST if 400 <= status < 500 else ErrorCode.INTERNAL

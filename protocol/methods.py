@@ -69,7 +69,8 @@ class MethodTable:
 
     def __init__(self) -> None:
         self._by_name: dict[str, AnyMethod] = {
-            name: value for name, value in vars(MethodTable).items() if isinstance(value, Method)}
+            name: value for name, value in vars(MethodTable).items() if isinstance(value, Method)
+        }
 
     def __getitem__(self, name: str) -> AnyMethod:
         return self._by_name[name]

@@ -12,16 +12,24 @@ SocketType = Literal["SOCK_STREAM", "SOCK_DGRAM"]
 Descriptor = Annotated[int, Field(ge=1, le=2**53, description="A descriptor issued by the agent.")]
 Host = Annotated[
     str,
-    Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20]+$",
-          description="An IP address or a host name, resolved on the agent."),
+    Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[^\x00-\x20]+$",
+        description="An IP address or a host name, resolved on the agent.",
+    ),
 ]
 Port = Annotated[int, Field(ge=0, le=65535)]
 LONG_POLL = 20.0
 """Seconds one blocking call waits on the agent before it answers `pending`."""
 Wait = Annotated[
     float,
-    Field(ge=0, le=60, allow_inf_nan=False,
-          description="Seconds to wait before answering pending; the client repeats the call."),
+    Field(
+        ge=0,
+        le=60,
+        allow_inf_nan=False,
+        description="Seconds to wait before answering pending; the client repeats the call.",
+    ),
 ]
 
 

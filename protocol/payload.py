@@ -50,8 +50,9 @@ def to_bytes(value: Any, name: str = "message") -> bytes:
     elif isinstance(value, Sequence):
         items = value
     else:
-        raise TypeError(f"{name} must be bytes, bytearray, memoryview or a sequence of ints 0..255, "
-                        f"not {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be bytes, bytearray, memoryview or a sequence of ints 0..255, not {type(value).__name__}"
+        )
     numbers = []
     for index, item in enumerate(items):
         if isinstance(item, bool) or not hasattr(item, "__index__"):
@@ -71,8 +72,10 @@ def _decode(value: Any) -> bytes:
             raise ValueError(f"payload is not valid base64: {exc}") from None
     else:
         if isinstance(value, list) and len(value) > MAX_INT_LIST:
-            raise ValueError(f"a list of ints holds at most {MAX_INT_LIST} bytes; send bulk data as base64 "
-                             "or as an application/octet-stream body")
+            raise ValueError(
+                f"a list of ints holds at most {MAX_INT_LIST} bytes; send bulk data as base64 "
+                "or as an application/octet-stream body"
+            )
         try:
             data = to_bytes(value, PAYLOAD_FIELD)
         except TypeError as exc:  # pydantic reports only ValueError as a validation error

@@ -25,8 +25,9 @@ class InProcessTransport:
     async def call(self, call: Call) -> Reply:
         outcome = await self.dispatcher.dispatch(self.principal, call.method, call.request, call.call_id, call.boot)
         if outcome is None:  # only a caller that left gets None, and this one is still here
-            outcome = ErrorDetail(code=ErrorCode.INTERNAL, message="the dispatcher gave no outcome",
-                                  method=call.method.name)
+            outcome = ErrorDetail(
+                code=ErrorCode.INTERNAL, message="the dispatcher gave no outcome", method=call.method.name
+            )
         return Reply(outcome, self.dispatcher.boot_id)
 
     async def identity(self) -> AgentInfo:

@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 def run(agent_process: AgentProcess, test: Callable[[AsyncAgent], Awaitable[T]], limit: float = 120.0) -> T:
     """Run `test(agent)` in a fresh event loop with an AsyncAgent of the shared agent; the agent must live on."""
+
     async def main() -> T:
         async with AsyncAgent(agent_process.url, token=agent_process.token) as agent:
             return await asyncio.wait_for(test(agent), limit)
@@ -77,8 +78,13 @@ def test_the_same_api_as_the_sync_client() -> None:
     # The same parameters, but for the transport, which is awaited in one and blocking in the other.
     awaited, blocking = inspect.signature(AsyncAgent).parameters, inspect.signature(Agent).parameters
     assert list(awaited) == list(blocking)
-    assert [p for p in awaited.values() if p.name != "transport"] == [p for p in blocking.values() if p.name != "transport"]
-    assert (awaited["transport"].annotation, blocking["transport"].annotation) == ("AsyncTransport | None", "Transport | None")
+    assert [p for p in awaited.values() if p.name != "transport"] == [
+        p for p in blocking.values() if p.name != "transport"
+    ]
+    assert (awaited["transport"].annotation, blocking["transport"].annotation) == (
+        "AsyncTransport | None",
+        "Transport | None",
+    )
 
 
 def test_seed_loop_with_awaits(agent_process: AgentProcess) -> None:
@@ -110,8 +116,10 @@ def test_seed_loop_with_awaits(agent_process: AgentProcess) -> None:
 
 def test_function_style_and_context_managers(agent_process: AgentProcess) -> None:
     async def test(agent: AsyncAgent) -> None:
-        async with await agent.Socket("AF_INET", "SOCK_DGRAM") as server, \
-                await agent.Socket("AF_INET", "SOCK_DGRAM") as client:
+        async with (
+            await agent.Socket("AF_INET", "SOCK_DGRAM") as server,
+            await agent.Socket("AF_INET", "SOCK_DGRAM") as client,
+        ):
             await agent.bind(server, "127.0.0.1", 0)
             assert await agent.connect(client, *server.local_address) == 0
             assert await agent.send(client, b"function style") == 14
@@ -147,8 +155,9 @@ def test_tcp_with_plain_python_sockets_on_both_sides(agent_process: AgentProcess
                     await loop.sock_sendall(plain, b"world")
                     assert bytes(await client.receive(5)) == b"world"
                     # Both directions at once, in one loop: the client's calls never block the plain side.
-                    sent, received = await asyncio.gather(client.send(payload_out),
-                                                          read_exactly(plain, len(payload_out)))
+                    sent, received = await asyncio.gather(
+                        client.send(payload_out), read_exactly(plain, len(payload_out))
+                    )
                     assert sent == len(payload_out) and received == payload_out
 
                     async def receive_all() -> bytes:
@@ -277,8 +286,12 @@ def test_bad_arguments_fail_before_any_network_call() -> None:
             with pytest.raises(AgentUnreachableError, match="cannot reach the agent"):
                 await dead.Socket()
             sock = AsyncSocket(dead, SocketInfo(descriptor=1, family="AF_INET", socket_type="SOCK_DGRAM"), None)
-            for bad, error in [(sock.send("text"), TypeError), (sock.bind("127.0.0.1", -1), ValueError),
-                               (sock.receive(-1), ValueError), (sock.connect("127.0.0.1", 1, timeout=-1), ValueError)]:
+            for bad, error in [
+                (sock.send("text"), TypeError),
+                (sock.bind("127.0.0.1", -1), ValueError),
+                (sock.receive(-1), ValueError),
+                (sock.connect("127.0.0.1", 1, timeout=-1), ValueError),
+            ]:
                 with pytest.raises(error):  # not AgentUnreachableError: nothing was sent
                     await bad
             calls = dead.calls
@@ -303,8 +316,10 @@ def test_cancelled_receive_loses_nothing(agent_process: AgentProcess) -> None:
         await asyncio.sleep(0.5)
         for task in waiting:
             task.cancel()
-        assert all(isinstance(outcome, asyncio.CancelledError)
-                   for outcome in await asyncio.gather(*waiting, return_exceptions=True))
+        assert all(
+            isinstance(outcome, asyncio.CancelledError)
+            for outcome in await asyncio.gather(*waiting, return_exceptions=True)
+        )
         await client.send(b"one")
         await client.send(b"two")
         got = [bytes(await server.receive(100, timeout=10)) for _ in range(2)]

@@ -30,8 +30,20 @@ def parse(line: str) -> dict[str, str]:
     return fields
 
 
-HOSTILE = ["a b", "x=1", 'say "hi"', "back\\slash", "/v1/x\nforged=1", "cr\rlf", "tab\t", "\x1b[31mred", "line\u2028sep",
-           "next\x85line", "", "outcome=ok principal=root"]
+HOSTILE = [
+    "a b",
+    "x=1",
+    'say "hi"',
+    "back\\slash",
+    "/v1/x\nforged=1",
+    "cr\rlf",
+    "tab\t",
+    "\x1b[31mred",
+    "line\u2028sep",
+    "next\x85line",
+    "",
+    "outcome=ok principal=root",
+]
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -68,8 +80,11 @@ def test_a_url_encoded_newline_in_a_refused_path_stays_in_its_line(audited: Agen
 
 def test_a_host_name_with_quotes_and_equals_signs_is_quoted(audited: AgentProcess) -> None:
     host = 'peer="forged"=1'
-    with Agent(audited.url, token=audited.token) as agent, agent.Socket("AF_INET", "SOCK_DGRAM") as sock:
-        with pytest.raises(OSError):
-            sock.connect(host, 9)
+    with (
+        Agent(audited.url, token=audited.token) as agent,
+        agent.Socket("AF_INET", "SOCK_DGRAM") as sock,
+        pytest.raises(OSError),
+    ):
+        sock.connect(host, 9)
     lines = [parse(line) for line in audited.audit_path.read_text().splitlines() if "forged" in line]
     assert [fields["peer"] for fields in lines if fields["action"] == "connect"] == [f"{host}:9"]

@@ -26,17 +26,24 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 def _compose() -> str:
     found = shutil.which("docker-compose")
     if found is None:
-        pytest.skip("docker-compose is not installed, so docker-compose.yml is not validated "
-                    "(`make test` installs Debian's docker-compose package where it runs as root with apt-get)")
+        pytest.skip(
+            "docker-compose is not installed, so docker-compose.yml is not validated "
+            "(`make test` installs Debian's docker-compose package where it runs as root with apt-get)"
+        )
     return found
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     """docker-compose on the repository's file, with no outside variables changing what it says."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("COMPOSE_", "ENGEE_", "DOCKER_"))}
-    return subprocess.run([_compose(), "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), *args],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("COMPOSE_", "ENGEE_", "DOCKER_"))}
+    return subprocess.run(
+        [_compose(), "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def _parse_yaml(text: str, compose: str) -> dict:
@@ -109,7 +116,9 @@ def test_notebook_calls_the_agent(config: dict) -> None:
     notebook = config["services"]["notebook"]
     url = urlsplit(notebook["environment"]["ENGEE_AGENT_URL"])
     assert (url.scheme, url.hostname) == ("http", "agent"), url.geturl()
-    assert notebook["environment"]["ENGEE_AGENT_TOKEN"] == config["services"]["agent"]["environment"]["ENGEE_AGENT_TOKEN"]
+    assert (
+        notebook["environment"]["ENGEE_AGENT_TOKEN"] == config["services"]["agent"]["environment"]["ENGEE_AGENT_TOKEN"]
+    )
     assert notebook["depends_on"]["agent"]["condition"] == "service_healthy"
 
 
@@ -132,4 +141,5 @@ def test_agent_answers_to_the_url_the_notebook_uses(config: dict) -> None:
     except ValueError:
         assert url.hostname in {"localhost", *settings.allowed_hosts}, (
             f"the notebook calls {url.geturl()} but the agent ({argv}) does not answer to the host name "
-            f"{url.hostname!r}: it needs --allow-host {url.hostname}")
+            f"{url.hostname!r}: it needs --allow-host {url.hostname}"
+        )

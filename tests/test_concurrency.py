@@ -8,8 +8,11 @@ from .conftest import Background
 
 def test_blocked_receive_does_not_delay_other_sockets(agent_process: AgentProcess, agent: Agent) -> None:
     other_client = Agent(agent_process.url, token=agent_process.token)
-    with agent.Socket("AF_INET", "SOCK_DGRAM") as quiet, agent.Socket("AF_INET", "SOCK_DGRAM") as busy, \
-            agent.Socket("AF_INET", "SOCK_DGRAM") as sender:
+    with (
+        agent.Socket("AF_INET", "SOCK_DGRAM") as quiet,
+        agent.Socket("AF_INET", "SOCK_DGRAM") as busy,
+        agent.Socket("AF_INET", "SOCK_DGRAM") as sender,
+    ):
         quiet.bind("127.0.0.1", 0)
         busy.bind("127.0.0.1", 0)
         blocked = Background(quiet.receive, 100)  # no timeout: blocks in 20 s waits on the agent

@@ -34,8 +34,10 @@ Make = Callable[..., Dispatcher]
 
 def run(test: Callable[[], Awaitable[T]], limit: float = 30.0) -> T:
     """Run `test()` in a fresh event loop; a hang fails the test instead of stalling the run."""
+
     async def main() -> T:
         return await asyncio.wait_for(test(), limit)
+
     return asyncio.run(main())
 
 
@@ -45,8 +47,12 @@ def make(tmp_path: Path) -> Iterator[Make]:
     made: list[Dispatcher] = []
 
     def make(policy: Policy | None = None, limits: Limits | None = None) -> Dispatcher:
-        settings = Settings(principals=(ALICE, BOB), policy=policy or Policy(), limits=limits or Limits(),
-                            audit_log=str(tmp_path / "audit.log"))
+        settings = Settings(
+            principals=(ALICE, BOB),
+            policy=policy or Policy(),
+            limits=limits or Limits(),
+            audit_log=str(tmp_path / "audit.log"),
+        )
         made.append(Dispatcher(settings, "test"))
         return made[-1]
 
@@ -55,8 +61,15 @@ def make(tmp_path: Path) -> Iterator[Make]:
         dispatcher.close()
 
 
-async def call(dispatcher: Dispatcher, method: AnyMethod, principal: Principal = ALICE, *,
-               call_id: CallId | None = None, boot: str | None = None, **fields: Any) -> Outcome:
+async def call(
+    dispatcher: Dispatcher,
+    method: AnyMethod,
+    principal: Principal = ALICE,
+    *,
+    call_id: CallId | None = None,
+    boot: str | None = None,
+    **fields: Any,
+) -> Outcome:
     """One call of the method table, as an adapter makes it; a caller that stays always gets an outcome."""
     outcome = await dispatcher.dispatch(principal, method, method.request(**fields), call_id, boot)
     assert outcome is not None
@@ -68,14 +81,16 @@ def refused(outcome: Outcome, code: ErrorCode) -> ErrorDetail:
     return outcome
 
 
-async def open_socket(dispatcher: Dispatcher, principal: Principal = ALICE, socket_type: str = "SOCK_DGRAM",
-                      host: str | None = None) -> int:
+async def open_socket(
+    dispatcher: Dispatcher, principal: Principal = ALICE, socket_type: str = "SOCK_DGRAM", host: str | None = None
+) -> int:
     """A new socket's descriptor; bound to `host`:0 when a host is given."""
     info = await call(dispatcher, METHODS.socket, principal, socket_type=socket_type)
     assert isinstance(info, m.SocketInfo), info
     if host is not None:
-        assert isinstance(await call(dispatcher, METHODS.bind, principal, descriptor=info.descriptor, host=host,
-                                     port=0), m.SocketInfo)
+        assert isinstance(
+            await call(dispatcher, METHODS.bind, principal, descriptor=info.descriptor, host=host, port=0), m.SocketInfo
+        )
     return info.descriptor
 
 
@@ -212,8 +227,10 @@ def test_the_connect_policy_refuses_and_the_refusal_is_audited(make: Make, tmp_p
 
     async def test() -> None:
         descriptor = await open_socket(dispatcher)
-        detail = refused(await call(dispatcher, METHODS.connect, descriptor=descriptor, host="127.0.0.1", port=9),
-                         ErrorCode.PERMISSION_DENIED)
+        detail = refused(
+            await call(dispatcher, METHODS.connect, descriptor=descriptor, host="127.0.0.1", port=9),
+            ErrorCode.PERMISSION_DENIED,
+        )
         assert "127.0.0.1" in detail.message
         info = await call(dispatcher, METHODS.describe, descriptor=descriptor)
         assert isinstance(info, m.SocketInfo) and info.peer is None  # refused before the OS was asked
@@ -222,7 +239,7 @@ def test_the_connect_policy_refuses_and_the_refusal_is_audited(make: Make, tmp_p
     lines = [line for line in (tmp_path / "audit.log").read_text().splitlines() if "action=connect" in line]
     assert len(lines) == 1, lines
     assert "principal=alice" in lines[0] and "peer=127.0.0.1:9" in lines[0]
-    assert "outcome=permission_denied" in lines[0] and "deny rule '127.0.0.1'" in lines[0]
+    assert 'outcome="permission_denied: connect to 127.0.0.1:9 is refused by deny rule' in lines[0]
 
 
 def test_a_principal_cannot_open_more_sockets_than_its_limit(make: Make) -> None:
@@ -264,8 +281,10 @@ def test_an_os_error_travels_by_errno_name(make: Make) -> None:
     async def test() -> None:
         descriptor = await open_socket(dispatcher, socket_type="SOCK_STREAM")
         closed_port = free_port(socket.SOCK_STREAM)
-        detail = refused(await call(dispatcher, METHODS.connect, descriptor=descriptor, host="127.0.0.1",
-                                    port=closed_port, wait=5), ErrorCode.OS_ERROR)
+        detail = refused(
+            await call(dispatcher, METHODS.connect, descriptor=descriptor, host="127.0.0.1", port=closed_port, wait=5),
+            ErrorCode.OS_ERROR,
+        )
         assert detail.errno_name == "ECONNREFUSED" and detail.method == "connect" and detail.descriptor == descriptor
 
     run(test)

@@ -23,9 +23,11 @@ class Echo(ChildProcess):
     """A running `python -m lab.echo --udp 0 --tcp 0` and the ports it printed."""
 
     def __init__(self, log_dir: str) -> None:
-        super().__init__([sys.executable, "-m", "lab.echo", "--host", HOST, "--udp", "0", "--tcp", "0"],
-                         r"echo udp listening on 127\.0\.0\.1:(\d+)\s+echo tcp listening on 127\.0\.0\.1:(\d+)",
-                         log_dir=log_dir)
+        super().__init__(
+            [sys.executable, "-m", "lab.echo", "--host", HOST, "--udp", "0", "--tcp", "0"],
+            r"echo udp listening on 127\.0\.0\.1:(\d+)\s+echo tcp listening on 127\.0\.0\.1:(\d+)",
+            log_dir=log_dir,
+        )
         udp, tcp = self.start(TIMEOUT).match.groups()
         self.ports = {"udp": int(udp), "tcp": int(tcp)}
 
@@ -76,8 +78,9 @@ def test_two_tcp_clients_at_once_each_get_their_own_bytes(echo: Echo) -> None:
         assert recv_exactly(first, 12) == b"first client"
         payloads = {first: os.urandom(200_000), second: os.urandom(200_000)}
         results: dict[socket.socket, bytes] = {}
-        threads = [threading.Thread(target=lambda s=s: results.__setitem__(s, exchange(s, payloads[s])))
-                   for s in payloads]
+        threads = [
+            threading.Thread(target=lambda s=s: results.__setitem__(s, exchange(s, payloads[s]))) for s in payloads
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -38,11 +38,14 @@ def test_operations_on_a_closed_socket(agent: Agent) -> None:
         assert f"descriptor {sock.descriptor} is not open" in str(caught.value)
 
 
-@pytest.mark.parametrize("args, error, text", [
-    (("AF_UNIX", "SOCK_STREAM"), ValueError, "family"),
-    (("AF_INET", "SOCK_RAW"), ValueError, "socket_type"),
-    ((2, "SOCK_STREAM"), ValueError, "family"),
-])
+@pytest.mark.parametrize(
+    "args, error, text",
+    [
+        (("AF_UNIX", "SOCK_STREAM"), ValueError, "family"),
+        (("AF_INET", "SOCK_RAW"), ValueError, "socket_type"),
+        ((2, "SOCK_STREAM"), ValueError, "family"),
+    ],
+)
 def test_invalid_family_and_type(agent: Agent, args: tuple, error: type, text: str) -> None:
     with pytest.raises(error, match=text):
         agent.Socket(*args)
@@ -67,7 +70,10 @@ def test_bad_arguments_fail_before_any_network_call(agent: Agent) -> None:
 
 
 def test_listen_on_udp(agent: Agent) -> None:
-    with agent.Socket("AF_INET", "SOCK_DGRAM") as sock, pytest.raises(OSError, match="listen needs a SOCK_STREAM socket") as caught:
+    with (
+        agent.Socket("AF_INET", "SOCK_DGRAM") as sock,
+        pytest.raises(OSError, match="listen needs a SOCK_STREAM socket") as caught,
+    ):
         sock.listen(1)
     assert caught.value.errno == errno.EOPNOTSUPP
 
@@ -103,8 +109,9 @@ def test_accept_timeout_raises_timeout_error(agent: Agent) -> None:
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])
-def test_missing_and_wrong_token(agent_process: AgentProcess, agent: Agent, token: str | None,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_and_wrong_token(
+    agent_process: AgentProcess, agent: Agent, token: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ENGEE_AGENT_TOKEN", raising=False)
     if token is None:
         with pytest.raises(Exception, match="no token"):

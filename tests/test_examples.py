@@ -15,9 +15,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 @pytest.fixture(scope="module")
 def instrument(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
-    process = ChildProcess([sys.executable, "-m", "lab.instrument", "--tcp", "0", "--udp", "0"],
-                           r"instrument tcp listening on 127\.0\.0\.1:(\d+)\s+instrument udp listening on 127\.0\.0\.1:(\d+)",
-                           log_dir=str(tmp_path_factory.mktemp("instrument")))
+    process = ChildProcess(
+        [sys.executable, "-m", "lab.instrument", "--tcp", "0", "--udp", "0"],
+        r"instrument tcp listening on 127\.0\.0\.1:(\d+)\s+instrument udp listening on 127\.0\.0\.1:(\d+)",
+        log_dir=str(tmp_path_factory.mktemp("instrument")),
+    )
     tcp, udp = process.start().match.groups()
     yield {"tcp": int(tcp), "udp": int(udp)}
     assert process.stop() == 0
@@ -25,8 +27,14 @@ def instrument(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, i
 
 def run(script: str, agent_process: AgentProcess, *args: object, cwd: Path | None = None) -> str:
     env = {**os.environ, "ENGEE_AGENT_URL": agent_process.url, "ENGEE_AGENT_TOKEN": agent_process.token}
-    done = subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *map(str, args)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -37,8 +45,9 @@ def test_idn_over_a_line_based_tcp_port(instrument: dict[str, int], agent_proces
     assert float(output.split("MEAS? -> ")[1])  # a number came back
 
 
-def test_udp_telemetry_into_numpy_and_a_png(instrument: dict[str, int], agent_process: AgentProcess,
-                                            tmp_path: Path) -> None:
+def test_udp_telemetry_into_numpy_and_a_png(
+    instrument: dict[str, int], agent_process: AgentProcess, tmp_path: Path
+) -> None:
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
     output = run("telemetry_plot.py", agent_process, "127.0.0.1", instrument["udp"], 300, "plot.png", cwd=tmp_path)
     assert output.startswith("300 samples") and "lost 0" in output

@@ -36,13 +36,20 @@ from schemathesis.specs.openapi.checks import (
 
 from protocol import AGENT_PATH, HEALTH_PATH, META_HEADER, METHODS, OCTET_STREAM, PROTOCOL_VERSION
 
-POLICY = ["--allow-connect", "127.0.0.0/8", "--allow-connect", "[::1]",
-          "--allow-bind", "127.0.0.0/8", "--allow-bind", "[::1]"]
+POLICY = [
+    "--allow-connect",
+    "127.0.0.0/8",
+    "--allow-connect",
+    "[::1]",
+    "--allow-bind",
+    "127.0.0.0/8",
+    "--allow-bind",
+    "[::1]",
+]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 MAX_WAIT = 0.2
 """Blocking calls wait at most this long, so a fuzzed `wait` of up to 60 s cannot stall the run."""
-FUZZ = settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck),
-                print_blob=True)
+FUZZ = settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=True)
 
 
 @dataclass
@@ -91,13 +98,22 @@ def sandboxed_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbo
     if refusal is None:
         argv = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *agent]
     else:
-        warnings.warn(pytest.PytestWarning(f"fuzzing the agent with its loopback-only policy but without a network "
-                                           f"namespace: {refusal}"))
+        warnings.warn(
+            pytest.PytestWarning(
+                f"fuzzing the agent with its loopback-only policy but without a network namespace: {refusal}"
+            )
+        )
         argv = agent
     log = tmp_path_factory.mktemp("fuzz-agent") / "agent.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(argv, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
+        process = subprocess.Popen(
+            argv,
+            pass_fds=[fd],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+        )
     listener.close()  # the agent holds its own copy
     sandboxed = SandboxedAgent("", token, process, log, refusal is None)
     try:
@@ -184,8 +200,10 @@ def _steer(case: schemathesis.Case, blocking: bool, descriptor: int | None) -> N
 
 
 def _describe(case: schemathesis.Case, response: requests.Response) -> str:
-    return (f"request: {case.method} {case.path} media_type={case.media_type!r} body={case.body!r}\n"
-            f"response: {response.status_code} {response.headers.get('content-type')!r} {response.text[:2000]}")
+    return (
+        f"request: {case.method} {case.path} media_type={case.media_type!r} body={case.body!r}\n"
+        f"response: {response.status_code} {response.headers.get('content-type')!r} {response.text[:2000]}"
+    )
 
 
 def _fuzz_once(case: schemathesis.Case, agent: SandboxedAgent, session: requests.Session) -> None:
@@ -210,8 +228,9 @@ def test_agent_refuses_to_leave_loopback(sandboxed_agent: SandboxedAgent, sessio
     url = sandboxed_agent.url
     descriptor = _call(session, url, "socket", family="AF_INET", socket_type="SOCK_DGRAM")["descriptor"]
     try:
-        response = session.post(f"{url}/v1/connect", json={"descriptor": descriptor, "host": "192.0.2.1", "port": 9},
-                                timeout=30)
+        response = session.post(
+            f"{url}/v1/connect", json={"descriptor": descriptor, "host": "192.0.2.1", "port": 9}, timeout=30
+        )
         assert response.status_code == 403, response.text
         assert response.json()["error"]["code"] == "permission_denied"
     finally:
@@ -229,8 +248,14 @@ def _method_param(name: str):
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 @pytest.mark.parametrize("name", [_method_param(name) for name in METHODS.names()])
-def test_fuzz_method(name: str, mode: GenerationMode, api_schema, sandboxed_agent: SandboxedAgent,
-                     session: requests.Session, seeded: list[int]) -> None:
+def test_fuzz_method(
+    name: str,
+    mode: GenerationMode,
+    api_schema,
+    sandboxed_agent: SandboxedAgent,
+    session: requests.Session,
+    seeded: list[int],
+) -> None:
     """No 5xx, and every answer is documented: status code, content type and body."""
     method = METHODS[name]
     operation = api_schema[method.path]["POST"]
@@ -259,8 +284,11 @@ def test_fuzz_get(path: str, api_schema, sandboxed_agent: SandboxedAgent, sessio
 
 def _validate(api_schema, path: str, http_method: str, response: requests.Response, body=None) -> None:
     """Check a hand-made call's answer against the document, as the fuzzer checks its own."""
-    case = api_schema[path][http_method].Case(body=body, media_type="application/json") if body is not None \
+    case = (
+        api_schema[path][http_method].Case(body=body, media_type="application/json")
+        if body is not None
         else api_schema[path][http_method].Case()
+    )
     try:
         case.validate_response(response, checks=CHECKS)
     except FailureGroup as exc:
@@ -269,16 +297,25 @@ def _validate(api_schema, path: str, http_method: str, response: requests.Respon
 
 def _send(session: requests.Session, url: str, descriptor: int, payload: bytes, raw: bool) -> requests.Response:
     if raw:
-        return session.post(f"{url}/v1/send", data=payload, timeout=30, headers={
-            "Content-Type": OCTET_STREAM, META_HEADER: json.dumps({"descriptor": descriptor})})
-    return session.post(f"{url}/v1/send", json={"descriptor": descriptor, "data": base64.b64encode(payload).decode()},
-                        timeout=30)
+        return session.post(
+            f"{url}/v1/send",
+            data=payload,
+            timeout=30,
+            headers={"Content-Type": OCTET_STREAM, META_HEADER: json.dumps({"descriptor": descriptor})},
+        )
+    return session.post(
+        f"{url}/v1/send", json={"descriptor": descriptor, "data": base64.b64encode(payload).decode()}, timeout=30
+    )
 
 
 def _receive(session: requests.Session, url: str, descriptor: int, bufsize: int, raw: bool) -> tuple[bytes, dict]:
     """One receive call: (the bytes, the other fields), asked for as JSON or as a raw body."""
-    response = session.post(f"{url}/v1/receive", json={"descriptor": descriptor, "bufsize": bufsize, "wait": 5},
-                            headers={"Accept": OCTET_STREAM} if raw else {}, timeout=30)
+    response = session.post(
+        f"{url}/v1/receive",
+        json={"descriptor": descriptor, "bufsize": bufsize, "wait": 5},
+        headers={"Accept": OCTET_STREAM} if raw else {},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     if raw:
         assert response.headers["content-type"] == OCTET_STREAM
@@ -315,8 +352,9 @@ def test_fuzz_exchange(sandboxed_agent: SandboxedAgent, session: requests.Sessio
     exchange()
 
 
-def test_raw_receive_is_documented(sandboxed_agent: SandboxedAgent, session: requests.Session, api_schema,
-                                   seeded: list[int]) -> None:
+def test_raw_receive_is_documented(
+    sandboxed_agent: SandboxedAgent, session: requests.Session, api_schema, seeded: list[int]
+) -> None:
     """A receive answered as a raw body (Accept: application/octet-stream) matches the document."""
     url, udp = sandboxed_agent.url, seeded[0]
     assert _send(session, url, udp, b"raw", raw=False).status_code == 200
@@ -327,20 +365,24 @@ def test_raw_receive_is_documented(sandboxed_agent: SandboxedAgent, session: req
 
 
 @pytest.mark.parametrize("meta", ["[" * 5000, '{"a":' * 1500, "{", "[]", '{"descriptor": true}', "\u00e9"])
-def test_bad_raw_meta_is_a_bad_request(meta: str, sandboxed_agent: SandboxedAgent, session: requests.Session,
-                                       api_schema) -> None:
+def test_bad_raw_meta_is_a_bad_request(
+    meta: str, sandboxed_agent: SandboxedAgent, session: requests.Session, api_schema
+) -> None:
     """A meta header that is not the call's fields is a documented 422, never a 500."""
-    response = session.post(f"{sandboxed_agent.url}/v1/send", data=b"x", timeout=30, headers={
-        "Content-Type": OCTET_STREAM, META_HEADER: meta.encode("utf-8")})
+    response = session.post(
+        f"{sandboxed_agent.url}/v1/send",
+        data=b"x",
+        timeout=30,
+        headers={"Content-Type": OCTET_STREAM, META_HEADER: meta.encode("utf-8")},
+    )
     assert response.status_code == 422, response.text
     _validate(api_schema, "/v1/send", "POST", response)
 
 
-@pytest.mark.parametrize("path", [
-    AGENT_PATH,
-    *(method.path for method in METHODS)])
-def test_refusals_are_documented(path: str, sandboxed_agent: SandboxedAgent, session: requests.Session,
-                                 api_schema) -> None:
+@pytest.mark.parametrize("path", [AGENT_PATH, *(method.path for method in METHODS)])
+def test_refusals_are_documented(
+    path: str, sandboxed_agent: SandboxedAgent, session: requests.Session, api_schema
+) -> None:
     """A call without a token (401) or under a foreign Host name (403) gets an answer the document lists."""
     http_method = "GET" if path == AGENT_PATH else "POST"
     url = f"{sandboxed_agent.url}{path}"
@@ -357,18 +399,27 @@ def test_fuzz_gate_headers(sandboxed_agent: SandboxedAgent, session: requests.Se
     """Arbitrary Authorization, Host, Origin and boot headers never get a 5xx or an undocumented answer."""
     # visible ASCII and obs-text: what HTTP allows in a field value (DEL makes uvicorn's parser answer 400 itself)
     latin1 = st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=40)
-    headers = st.fixed_dictionaries({}, optional={
-        "Authorization": latin1 | st.just(f"Bearer {sandboxed_agent.token}") | latin1.map("Bearer {}".format),
-        "Host": latin1 | st.sampled_from(["localhost", "[::1]", "[", "127.0.0.1:1", ":", "LOCALHOST:80"]),
-        "Origin": latin1, "X-Engee-Boot": latin1})
+    headers = st.fixed_dictionaries(
+        {},
+        optional={
+            "Authorization": latin1 | st.just(f"Bearer {sandboxed_agent.token}") | latin1.map("Bearer {}".format),
+            "Host": latin1 | st.sampled_from(["localhost", "[::1]", "[", "127.0.0.1:1", ":", "LOCALHOST:80"]),
+            "Origin": latin1,
+            "X-Engee-Boot": latin1,
+        },
+    )
 
     @FUZZ
     @given(headers=headers)
     def fuzz(headers: dict[str, str]) -> None:
         with requests.Session() as http:
             http.trust_env = False
-            response = http.post(f"{sandboxed_agent.url}/v1/sockets", json={}, timeout=30,
-                                 headers={key: value.encode("latin-1") for key, value in headers.items()})
+            response = http.post(
+                f"{sandboxed_agent.url}/v1/sockets",
+                json={},
+                timeout=30,
+                headers={key: value.encode("latin-1") for key, value in headers.items()},
+            )
         assert response.status_code < 500, response.text
         _validate(api_schema, "/v1/sockets", "POST", response, {})
 

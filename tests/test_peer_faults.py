@@ -136,9 +136,11 @@ def listener_that_drops_syns() -> Iterator[tuple[str, int]]:
                 syncookies = file.read().strip()
         except OSError:
             syncookies = "unknown"
-        pytest.skip("every loopback connect to a listener with a full accept queue completed (backlogs 0 and 1, "
-                    f"16 connects each; tcp_syncookies={syncookies}), so no connect that cannot complete "
-                    "can be made here")
+        pytest.skip(
+            "every loopback connect to a listener with a full accept queue completed (backlogs 0 and 1, "
+            f"16 connects each; tcp_syncookies={syncookies}), so no connect that cannot complete "
+            "can be made here"
+        )
 
 
 def test_connect_that_cannot_complete_raises_timeout_after_the_callers_timeout(agent: Agent) -> None:

@@ -16,31 +16,66 @@ PROPERTY = settings(max_examples=150, deadline=None, database=None, suppress_hea
 
 DESCRIPTORS = st.integers(min_value=1, max_value=2**53)
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(st.characters(exclude_categories=()))
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-                    max_leaves=12)
+JSON = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=12
+)
 """JSON-like values (NaN, Infinity and lone surrogates included, as Python's json writes them)."""
 JUNK = st.one_of(
-    JSON, st.binary(), st.binary().map(bytearray), st.binary().map(memoryview), st.complex_numbers(),
-    st.tuples(JSON, JSON), st.frozensets(st.integers()), st.lists(st.integers()), st.lists(st.integers(0, 255)).map(tuple),
-    st.builds(range, st.integers(-300, 300), st.integers(-300, 300)), st.from_type(type), st.just(object()),
+    JSON,
+    st.binary(),
+    st.binary().map(bytearray),
+    st.binary().map(memoryview),
+    st.complex_numbers(),
+    st.tuples(JSON, JSON),
+    st.frozensets(st.integers()),
+    st.lists(st.integers()),
+    st.lists(st.integers(0, 255)).map(tuple),
+    st.builds(range, st.integers(-300, 300), st.integers(-300, 300)),
+    st.from_type(type),
+    st.just(object()),
 )
 """Anything a caller might hand `to_bytes`."""
-NOT_A_BYTE = st.integers().filter(lambda n: not 0 <= n <= 255) | st.floats() | st.booleans() | st.none() | st.text() \
-    | st.lists(st.integers(0, 255), max_size=2) | st.dictionaries(st.text(), st.integers(), max_size=2)
+NOT_A_BYTE = (
+    st.integers().filter(lambda n: not 0 <= n <= 255)
+    | st.floats()
+    | st.booleans()
+    | st.none()
+    | st.text()
+    | st.lists(st.integers(0, 255), max_size=2)
+    | st.dictionaries(st.text(), st.integers(), max_size=2)
+)
 ADDRESSES = st.builds(Address, host=st.text(min_size=1, max_size=40), port=st.integers(0, 65535))
 
-MODELS: list[type[BaseModel]] = list(dict.fromkeys(
-    model for method in METHODS for model in (method.request, method.response)))
+MODELS: list[type[BaseModel]] = list(
+    dict.fromkeys(model for method in METHODS for model in (method.request, method.response))
+)
 REQUESTS = list(dict.fromkeys(method.request for method in METHODS))
 
 
 def _field_values() -> st.SearchStrategy:
     """Values near what the models take, and JSON junk."""
     return st.one_of(
-        JSON, st.integers(-(2**64), 2**64), st.floats(-100, 100), st.lists(st.integers(-2, 260), max_size=8),
+        JSON,
+        st.integers(-(2**64), 2**64),
+        st.floats(-100, 100),
+        st.lists(st.integers(-2, 260), max_size=8),
         st.binary(max_size=64).map(lambda data: base64.b64encode(data).decode()),
-        st.sampled_from(["AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_DGRAM", "127.0.0.1", "::1", "localhost", "",
-                         " ", "a b", "\x00", "é"]),
+        st.sampled_from(
+            [
+                "AF_INET",
+                "AF_INET6",
+                "SOCK_STREAM",
+                "SOCK_DGRAM",
+                "127.0.0.1",
+                "::1",
+                "localhost",
+                "",
+                " ",
+                "a b",
+                "\x00",
+                "é",
+            ]
+        ),
         st.fixed_dictionaries({"host": st.text(max_size=10), "port": st.integers(-1, 70000)}),
     )
 

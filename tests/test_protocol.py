@@ -14,11 +14,15 @@ from protocol.errors import AgentRestartedError, AuthenticationError, describe_v
 
 def test_protocol_imports_no_io_framework() -> None:
     code = "import sys, protocol; print(sorted({'fastapi','starlette','httpx','uvicorn','agent','engee_client'} & set(sys.modules)))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 def test_method_table_covers_the_nine_seed_methods() -> None:
-    assert {"socket", "bind", "listen", "accept", "connect", "send", "receive", "is_open", "close"} <= set(METHODS.names())
+    assert {"socket", "bind", "listen", "accept", "connect", "send", "receive", "is_open", "close"} <= set(
+        METHODS.names()
+    )
     for method in METHODS:
         assert method.path == f"{PREFIX}/{method.name}"
         assert method.doc
@@ -27,13 +31,25 @@ def test_method_table_covers_the_nine_seed_methods() -> None:
     assert [method.name for method in METHODS if method.raw_response] == ["receive"]
 
 
-@pytest.mark.parametrize("value", [b"\x00\xffab", bytearray(b"\x00\xffab"), memoryview(b"\x00\xffab"), [0, 255, 97, 98], (0, 255, 97, 98)])
+@pytest.mark.parametrize(
+    "value", [b"\x00\xffab", bytearray(b"\x00\xffab"), memoryview(b"\x00\xffab"), [0, 255, 97, 98], (0, 255, 97, 98)]
+)
 def test_to_bytes_accepts_bytes_likes_and_int_sequences(value) -> None:
     assert to_bytes(value) == b"\x00\xffab"
 
 
-@pytest.mark.parametrize("value, error", [("text", TypeError), (3.5, TypeError), (None, TypeError), ([1, "a"], TypeError),
-                                          ([True], TypeError), ([256], ValueError), ([-1], ValueError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        ("text", TypeError),
+        (3.5, TypeError),
+        (None, TypeError),
+        ([1, "a"], TypeError),
+        ([True], TypeError),
+        ([256], ValueError),
+        ([-1], ValueError),
+    ],
+)
 def test_to_bytes_refuses_everything_else(value, error) -> None:
     with pytest.raises(error, match="message"):
         to_bytes(value)
@@ -66,15 +82,18 @@ def test_raw_form_refuses_a_bad_meta_header(meta: str) -> None:
         from_raw(m.SendRequest, meta, b"x")
 
 
-@pytest.mark.parametrize("fields, field", [
-    ({"descriptor": 1, "host": "h", "port": 65536}, "port"),
-    ({"descriptor": 1, "host": "h", "port": -1}, "port"),
-    ({"descriptor": 1, "host": "h", "port": "80"}, "port"),
-    ({"descriptor": 0, "host": "h", "port": 80}, "descriptor"),
-    ({"descriptor": 1, "host": "", "port": 80}, "host"),
-    ({"descriptor": 1, "host": "a b", "port": 80}, "host"),
-    ({"descriptor": 1, "host": "h", "port": 80, "extra": 1}, "extra"),
-])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"descriptor": 1, "host": "h", "port": 65536}, "port"),
+        ({"descriptor": 1, "host": "h", "port": -1}, "port"),
+        ({"descriptor": 1, "host": "h", "port": "80"}, "port"),
+        ({"descriptor": 0, "host": "h", "port": 80}, "descriptor"),
+        ({"descriptor": 1, "host": "", "port": 80}, "host"),
+        ({"descriptor": 1, "host": "a b", "port": 80}, "host"),
+        ({"descriptor": 1, "host": "h", "port": 80, "extra": 1}, "extra"),
+    ],
+)
 def test_bind_request_bounds(fields: dict, field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         m.BindRequest(**fields)
@@ -93,13 +112,16 @@ def test_other_bounds() -> None:
             m.ReceiveRequest(descriptor=1, bufsize=1, wait=wait)
 
 
-@pytest.mark.parametrize("name, number, expected", [
-    ("ECONNREFUSED", 111, ConnectionRefusedError),
-    ("ECONNRESET", 104, ConnectionResetError),
-    ("ETIMEDOUT", 110, TimeoutError),
-    ("EPIPE", 32, BrokenPipeError),
-    ("ECONNREFUSED", 61, ConnectionRefusedError),  # the agent's OS numbers it differently: the name wins
-])
+@pytest.mark.parametrize(
+    "name, number, expected",
+    [
+        ("ECONNREFUSED", 111, ConnectionRefusedError),
+        ("ECONNRESET", 104, ConnectionResetError),
+        ("ETIMEDOUT", 110, TimeoutError),
+        ("EPIPE", 32, BrokenPipeError),
+        ("ECONNREFUSED", 61, ConnectionRefusedError),  # the agent's OS numbers it differently: the name wins
+    ],
+)
 def test_os_errors_become_the_local_exception(name: str, number: int, expected: type) -> None:
     detail = ErrorDetail(code=ErrorCode.OS_ERROR, message="boom", errno=number, errno_name=name)
     exc = exception_for(detail, "connect on descriptor 3 (agent http://x)")

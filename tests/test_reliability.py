@@ -59,7 +59,7 @@ def test_send_in_small_pieces_through_a_cutting_link(flaky: Agent, proxy: Faulty
             peer.settimeout(60)
             reader = Background(lambda: recv_exactly(peer, len(payload) + 1))  # +1: a duplicate would show
             for start in range(0, len(payload), 4096):
-                assert sock.send(payload[start:start + 4096]) == len(payload[start:start + 4096])
+                assert sock.send(payload[start : start + 4096]) == len(payload[start : start + 4096])
             sock.close()
             assert reader.join_result() == payload
     assert proxy.cuts > 0

@@ -20,11 +20,11 @@ allowed_hosts = ["labpc.example"]
 allowed_origins = ["https://notebook.example"]
 
 [principals.alice]
-token = "{TOKENS['alice']}"
+token = "{TOKENS["alice"]}"
 [principals.bob]
-token = "{TOKENS['bob']}"
+token = "{TOKENS["bob"]}"
 [principals.root]
-token = "{TOKENS['root']}"
+token = "{TOKENS["root"]}"
 admin = true
 
 [policy]
@@ -47,8 +47,15 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     denied_port = free_port(socket.SOCK_STREAM)
     config = directory / "agent.toml"
     config.write_text(CONFIG.format(denied_port=denied_port))
-    process = AgentProcess("--config", str(config), "--audit-log", str(directory / "audit.log"),
-                           "--deny-connect", "127.0.0.1:1", log_dir=str(directory))
+    process = AgentProcess(
+        "--config",
+        str(config),
+        "--audit-log",
+        str(directory / "audit.log"),
+        "--deny-connect",
+        "127.0.0.1:1",
+        log_dir=str(directory),
+    )
     process.env.pop("ENGEE_AGENT_TOKEN")  # principals come from the config file only
     process.denied_port = denied_port
     process.audit_path = directory / "audit.log"
@@ -104,10 +111,18 @@ def test_only_an_admin_lists_everyones_sockets(secured: AgentProcess, alice: Age
     assert owners[a.descriptor] == "alice" and owners[b.descriptor] == "bob"
 
 
-@pytest.mark.parametrize("host, status", [
-    ("evil.example", 403), ("evil.example:8700", 403), ("labpc.example:8700", 200), ("localhost", 200),
-    ("127.0.0.1:8700", 200), ("[::1]:8700", 200), ("10.1.2.3", 200),
-])
+@pytest.mark.parametrize(
+    "host, status",
+    [
+        ("evil.example", 403),
+        ("evil.example:8700", 403),
+        ("labpc.example:8700", 200),
+        ("localhost", 200),
+        ("127.0.0.1:8700", 200),
+        ("[::1]:8700", 200),
+        ("10.1.2.3", 200),
+    ],
+)
 def test_host_header_guards_against_dns_rebinding(secured: AgentProcess, alice: Agent, host: str, status: int) -> None:
     reply = httpx.get(secured.url + "/v1/agent", headers={"Host": host, "Authorization": f"Bearer {TOKENS['alice']}"})
     assert reply.status_code == status
@@ -120,9 +135,14 @@ def test_browser_origins_are_refused_unless_allowed(secured: AgentProcess, alice
     evil = httpx.post(secured.url + "/v1/socket", json={}, headers={**auth, "Origin": "https://evil.example"})
     assert evil.status_code == 403 and "--allow-origin" in evil.json()["error"]["message"]
     assert alice.sockets() == []  # the refused call created nothing
-    preflight = httpx.options(secured.url + "/v1/socket", headers={
-        "Origin": "https://notebook.example", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type"})
+    preflight = httpx.options(
+        secured.url + "/v1/socket",
+        headers={
+            "Origin": "https://notebook.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert preflight.headers["access-control-allow-origin"] == "https://notebook.example"
     allowed = httpx.post(secured.url + "/v1/socket", json={}, headers={**auth, "Origin": "https://notebook.example"})
     assert allowed.status_code == 200
@@ -130,11 +150,16 @@ def test_browser_origins_are_refused_unless_allowed(secured: AgentProcess, alice
 
 
 def test_no_cors_unless_origins_are_configured(agent_process: AgentProcess) -> None:
-    preflight = httpx.options(agent_process.url + "/v1/socket", headers={
-        "Origin": "https://notebook.example", "Access-Control-Request-Method": "POST"})
+    preflight = httpx.options(
+        agent_process.url + "/v1/socket",
+        headers={"Origin": "https://notebook.example", "Access-Control-Request-Method": "POST"},
+    )
     assert "access-control-allow-origin" not in preflight.headers
-    reply = httpx.post(agent_process.url + "/v1/socket", json={}, headers={
-        "Authorization": f"Bearer {agent_process.token}", "Origin": "https://notebook.example"})
+    reply = httpx.post(
+        agent_process.url + "/v1/socket",
+        json={},
+        headers={"Authorization": f"Bearer {agent_process.token}", "Origin": "https://notebook.example"},
+    )
     assert reply.status_code == 403
 
 
@@ -144,9 +169,9 @@ def test_connect_policy_names_the_rule(secured: AgentProcess, alice: Agent) -> N
             sock.connect("127.0.0.2", 9)
         with pytest.raises(PermissionError, match="deny rule '127.0.0.1:1'"):  # from the command line
             sock.connect("127.0.0.1", 1)
-    with alice.Socket("AF_INET6", "SOCK_DGRAM") as sock6:
-        with pytest.raises(PermissionError, match=r"connect to \[::1\]:9 matches no allow rule \(127\.0\.0\.0/8, localhost\)"):
-            sock6.connect("::1", 9)
+    refused = r"connect to \[::1\]:9 matches no allow rule \(127\.0\.0\.0/8, localhost\)"
+    with alice.Socket("AF_INET6", "SOCK_DGRAM") as sock6, pytest.raises(PermissionError, match=refused):
+        sock6.connect("::1", 9)
 
 
 def test_policy_is_checked_after_resolution(secured: AgentProcess, alice: Agent) -> None:
@@ -220,7 +245,9 @@ def test_concurrent_waits_limit(alice: Agent) -> None:
 def test_idle_sockets_are_reaped_and_say_so(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text("[limits]\nidle_timeout = 0.3\n")
-    with AgentProcess("--config", str(config), "--audit-log", str(tmp_path / "audit.log"), log_dir=str(tmp_path)) as process:
+    with AgentProcess(
+        "--config", str(config), "--audit-log", str(tmp_path / "audit.log"), log_dir=str(tmp_path)
+    ) as process:
         agent = Agent(process.url, token=process.token)
         sock = agent.Socket("AF_INET", "SOCK_DGRAM")
         sock.bind("127.0.0.1", 0)
@@ -247,10 +274,14 @@ def test_audit_log_has_a_line_per_socket_event_and_refusal(secured: AgentProcess
     lines = secured.audit_path.read_text().splitlines()
     d = sock.descriptor
     assert any(f"principal=alice action=socket descriptor={d}" in line and "outcome=ok" in line for line in lines)
-    assert any(f"principal=alice action=connect descriptor={d}" in line and f"peer=127.0.0.1:{port} outcome=ok" in line
-               for line in lines)
+    assert any(
+        f"principal=alice action=connect descriptor={d}" in line and f"peer=127.0.0.1:{port} outcome=ok" in line
+        for line in lines
+    )
     assert any(f"principal=alice action=close descriptor={d} outcome=ok" in line for line in lines)
-    assert any("principal=bob action=connect" in line and 'peer=127.0.0.2:9 outcome="permission_denied: ' in line
-               for line in lines)
+    assert any(
+        "principal=bob action=connect" in line and 'peer=127.0.0.2:9 outcome="permission_denied: ' in line
+        for line in lines
+    )
     assert any('principal=- action=/v1/agent outcome="unauthorized: wrong token' in line for line in lines)
     assert all(line.startswith("time=") for line in lines)

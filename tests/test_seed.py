@@ -42,8 +42,12 @@ def test_sockets_without_configuration_says_what_to_set(monkeypatch: pytest.Monk
 def test_seed_example_verbatim(agent_process: AgentProcess) -> None:
     """examples/seed_example.py is the seed's example in Python syntax: 1000 UDP messages, each checked."""
     script = Path(__file__).resolve().parent.parent / "examples" / "seed_example.py"
-    env = {**os.environ, "ENGEE_AGENT_URL": agent_process.url, "ENGEE_AGENT_TOKEN": agent_process.token,
-           "SEED_PORT": "0"}
+    env = {
+        **os.environ,
+        "ENGEE_AGENT_URL": agent_process.url,
+        "ENGEE_AGENT_TOKEN": agent_process.token,
+        "SEED_PORT": "0",
+    }
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"1000 of 1000 UDP messages checked through the agent at {agent_process.url}" in done.stdout

@@ -32,25 +32,32 @@ def test_flag_beats_environment_beats_config(tmp_path: Path) -> None:
     assert load(["--config", path, "--log-level", "DEBUG"], TOKEN).log_level == "debug"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("prot = 1", r"unknown config entry prot \(did you mean port\?\)"),
-    ("port = 70000", "outside 0..65535"),
-    ("[limits]\nsockets = 3", "unknown config entry limits.sockets"),
-    ("[limits]\nidle_timeout = -1", "idle_timeout = -1 must be a number >= 0"),
-    ("[principals.alice]\ntoken = 'short'", "at least 16 characters"),
-    ("[principals.a]\ntoken = '" + "x" * 20 + "'\n[principals.b]\ntoken = '" + "x" * 20 + "'", "share a token"),
-    ("[policy]\nconnect_allow = ['10.0.0.0/33']", "neither a network"),
-    ("ssl_certfile = 'a.pem'", "go together"),
-    ("port = ", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("prot = 1", r"unknown config entry prot \(did you mean port\?\)"),
+        ("port = 70000", "outside 0..65535"),
+        ("[limits]\nsockets = 3", "unknown config entry limits.sockets"),
+        ("[limits]\nidle_timeout = -1", "idle_timeout = -1 must be a number >= 0"),
+        ("[principals.alice]\ntoken = 'short'", "at least 16 characters"),
+        ("[principals.a]\ntoken = '" + "x" * 20 + "'\n[principals.b]\ntoken = '" + "x" * 20 + "'", "share a token"),
+        ("[policy]\nconnect_allow = ['10.0.0.0/33']", "neither a network"),
+        ("ssl_certfile = 'a.pem'", "go together"),
+        ("port = ", "not valid TOML"),
+    ],
+)
 def test_bad_configuration_is_refused_with_what_to_change(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load(["--config", config(tmp_path, text)], TOKEN)
 
 
 def test_the_command_line_reports_bad_settings_without_a_traceback(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "agent", "--config", str(tmp_path / "missing.toml")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(tmp_path / "missing.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert done.stderr.startswith("engee-agent: cannot read --config") and "Traceback" not in done.stderr
 
@@ -58,9 +65,14 @@ def test_the_command_line_reports_bad_settings_without_a_traceback(tmp_path: Pat
 def test_help_documents_every_option_with_its_default() -> None:
     done = subprocess.run([sys.executable, "-m", "agent", "--help"], capture_output=True, text=True, timeout=60)
     text = " ".join(done.stdout.split())
-    for option, default in [("--host", "default 127.0.0.1"), ("--port", "default 8700"),
-                            ("--token", "default $ENGEE_AGENT_TOKEN"), ("--log-level", "default warning"),
-                            ("--allow-connect", "default: anywhere"), ("--audit-log", "default: standard error")]:
+    for option, default in [
+        ("--host", "default 127.0.0.1"),
+        ("--port", "default 8700"),
+        ("--token", "default $ENGEE_AGENT_TOKEN"),
+        ("--log-level", "default warning"),
+        ("--allow-connect", "default: anywhere"),
+        ("--audit-log", "default: standard error"),
+    ]:
         assert option in text and default in text, option
     assert "ENGEE_AGENT_<OPTION>" in text
 
@@ -68,7 +80,12 @@ def test_help_documents_every_option_with_its_default() -> None:
 def test_banner_gives_the_url_token_status_link_and_notebook_snippet(agent_process) -> None:
     banner = agent_process.output()
     url, token = agent_process.url, agent_process.token
-    for line in (f"engee-agent listening on {url}", f"token: {token}", f"status page: {url}/?token={token}",
-                 f"export ENGEE_AGENT_URL={url}", f"export ENGEE_AGENT_TOKEN={token}",
-                 f'Agent("{url}", token="{token}")'):
+    for line in (
+        f"engee-agent listening on {url}",
+        f"token: {token}",
+        f"status page: {url}/?token={token}",
+        f"export ENGEE_AGENT_URL={url}",
+        f"export ENGEE_AGENT_TOKEN={token}",
+        f'Agent("{url}", token="{token}")',
+    ):
         assert line in banner

@@ -12,14 +12,23 @@ from engee_client import Agent
 from lab.process import AgentProcess
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--virtual-time-budget=3000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=3000",
+]
 
 
 def chromium(profile: Path, *args: str) -> str:
-    done = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -46,8 +55,9 @@ def test_status_page_shows_the_sockets_in_chromium(agent_process: AgentProcess, 
     rows = re.findall(r"<tr>(.*?)</tr>", dom)
     cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows]
     host, port = udp.local_address
-    assert [str(udp.descriptor), "SOCK_DGRAM", f"{host}:{port}", f"{host}:{port}", "owner", "12", "12"] in \
-        [row[:7] for row in cells]
+    assert [str(udp.descriptor), "SOCK_DGRAM", f"{host}:{port}", f"{host}:{port}", "owner", "12", "12"] in [
+        row[:7] for row in cells
+    ]
     assert any(row[:2] == [str(tcp.descriptor), "SOCK_STREAM"] for row in cells)
     assert "connected clients" in dom
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

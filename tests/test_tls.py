@@ -38,9 +38,24 @@ def openssl(directory: Path, *args: str) -> None:
 
 def make_ca(directory: Path, name: str) -> None:
     """`name`.pem and `name`.key: a self-signed CA that can sign server certificates."""
-    openssl(directory, "req", "-x509", *EC_KEY, "-days", "3650", "-keyout", f"{name}.key", "-out", f"{name}.pem",
-            "-subj", f"/CN=engee-agent test {name}",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl(
+        directory,
+        "req",
+        "-x509",
+        *EC_KEY,
+        "-days",
+        "3650",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        "-subj",
+        f"/CN=engee-agent test {name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
 
 
 def make_server_cert(directory: Path, common_name: str, alt_names: str) -> None:
@@ -51,11 +66,29 @@ def make_server_cert(directory: Path, common_name: str, alt_names: str) -> None:
         "extendedKeyUsage = serverAuth\n"
         f"subjectAltName = {alt_names}\n"
         "subjectKeyIdentifier = hash\n"
-        "authorityKeyIdentifier = keyid\n")
-    openssl(directory, "req", "-new", *EC_KEY, "-keyout", "server.key", "-out", "server.csr",
-            "-subj", f"/CN={common_name}")
-    openssl(directory, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "825", "-extfile", "server.ext", "-out", "server.pem")
+        "authorityKeyIdentifier = keyid\n"
+    )
+    openssl(
+        directory, "req", "-new", *EC_KEY, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={common_name}"
+    )
+    openssl(
+        directory,
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "825",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +101,20 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     make_ca(directory, "other_ca")
     # The chain must hold even under X509 strict checking, which Python 3.13's default context turns on.
     openssl(directory, "verify", "-x509_strict", "-CAfile", "ca.pem", "server.pem")
-    return TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key",
-                    directory / "other_ca.pem")
+    return TlsFiles(
+        directory / "ca.pem", directory / "server.pem", directory / "server.key", directory / "other_ca.pem"
+    )
 
 
 @pytest.fixture(scope="module")
 def tls_agent(tls_files: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    with AgentProcess("--ssl-certfile", str(tls_files.cert), "--ssl-keyfile", str(tls_files.key),
-                      log_dir=str(tmp_path_factory.mktemp("tls-agent"))) as process:
+    with AgentProcess(
+        "--ssl-certfile",
+        str(tls_files.cert),
+        "--ssl-keyfile",
+        str(tls_files.key),
+        log_dir=str(tmp_path_factory.mktemp("tls-agent")),
+    ) as process:
         yield process
         assert process.alive(), f"the TLS agent died:\n{process.output()}"
 
@@ -112,8 +151,9 @@ def test_udp_round_trip_with_the_ca_file(tls_agent: AgentProcess, tls_files: Tls
 
 
 @pytest.mark.parametrize("verify", [True, None], ids=["verify=True", "default"])
-def test_default_verification_refuses_the_private_ca(tls_agent: AgentProcess, no_env_trust: None,
-                                                     verify: bool | None) -> None:
+def test_default_verification_refuses_the_private_ca(
+    tls_agent: AgentProcess, no_env_trust: None, verify: bool | None
+) -> None:
     arguments = {} if verify is None else {"verify": verify}
     with pytest.raises(AgentUnreachableError, match="CERTIFICATE_VERIFY_FAILED"):
         Agent(tls_agent.url, token=tls_agent.token, **arguments).Socket()
@@ -152,8 +192,9 @@ def test_plain_http_to_the_tls_port_fails_at_once(tls_agent: AgentProcess) -> No
 def test_https_to_a_plain_agent_fails(agent_process: AgentProcess, tls_files: TlsFiles) -> None:
     """The opposite mistake: https:// to an agent started without a certificate."""
     with pytest.raises(AgentUnreachableError, match="cannot reach the agent: .*SSL"):
-        Agent(agent_process.url.replace("http://", "https://"), token=agent_process.token,
-              verify=str(tls_files.ca)).Socket()
+        Agent(
+            agent_process.url.replace("http://", "https://"), token=agent_process.token, verify=str(tls_files.ca)
+        ).Socket()
 
 
 def test_wrong_token_over_tls(tls_agent: AgentProcess, tls_files: TlsFiles) -> None:
@@ -161,16 +202,18 @@ def test_wrong_token_over_tls(tls_agent: AgentProcess, tls_files: TlsFiles) -> N
         Agent(tls_agent.url, token="not-the-token", verify=str(tls_files.ca)).Socket()
 
 
-def test_env_configured_sockets_refuse_the_private_ca(tls_agent: AgentProcess, no_env_trust: None,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_configured_sockets_refuse_the_private_ca(
+    tls_agent: AgentProcess, no_env_trust: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ENGEE_AGENT_URL", tls_agent.url)
     monkeypatch.setenv("ENGEE_AGENT_TOKEN", tls_agent.token)
     with pytest.raises(AgentUnreachableError, match="CERTIFICATE_VERIFY_FAILED"):
         DefaultAgent().Socket("AF_INET", "SOCK_DGRAM")
 
 
-def test_env_configured_sockets_with_engee_agent_ca(tls_agent: AgentProcess, tls_files: TlsFiles,
-                                                   no_env_trust: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_configured_sockets_with_engee_agent_ca(
+    tls_agent: AgentProcess, tls_files: TlsFiles, no_env_trust: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`Sockets` needs three variables for an https agent with a private CA: URL, token and CA file."""
     monkeypatch.setenv("ENGEE_AGENT_URL", tls_agent.url)
     monkeypatch.setenv("ENGEE_AGENT_TOKEN", tls_agent.token)
@@ -182,10 +225,13 @@ def test_env_configured_sockets_with_engee_agent_ca(tls_agent: AgentProcess, tls
 
 
 def test_engee_agent_ca_is_what_gets_verified_and_verify_overrides_it(
-        tls_agent: AgentProcess, tls_files: TlsFiles, no_env_trust: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    tls_agent: AgentProcess, tls_files: TlsFiles, no_env_trust: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ENGEE_AGENT_CA", str(tls_files.other_ca))
     with pytest.raises(AgentUnreachableError, match="CERTIFICATE_VERIFY_FAILED"):
         Agent(tls_agent.url, token=tls_agent.token).Socket()
-    with Agent(tls_agent.url, token=tls_agent.token, verify=str(tls_files.ca)) as agent, \
-            agent.Socket("AF_INET", "SOCK_DGRAM") as sock:
+    with (
+        Agent(tls_agent.url, token=tls_agent.token, verify=str(tls_files.ca)) as agent,
+        agent.Socket("AF_INET", "SOCK_DGRAM") as sock,
+    ):
         assert sock.is_open()

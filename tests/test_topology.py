@@ -34,8 +34,11 @@ DEVICE_ADDRESS = "10.201.0.1"
 AGENT_PORT, UDP_PORT, TCP_PORT = 8700, 9000, 9001
 STRICT = "ENGEE_REQUIRE_NETNS"
 """Set (as .ci/run does) to fail instead of skipping when the machine cannot make namespaces."""
-UNSUPPORTED = re.compile(r"not permitted|permission denied|not supported|unknown device type|"
-                         r"no such file or directory|cannot (?:create|open|mount)|invalid argument", re.IGNORECASE)
+UNSUPPORTED = re.compile(
+    r"not permitted|permission denied|not supported|unknown device type|"
+    r"no such file or directory|cannot (?:create|open|mount)|invalid argument",
+    re.IGNORECASE,
+)
 
 NOTEBOOK = textwrap.dedent('''
     """The notebook: what it reaches directly, then the device through the agent. Prints one JSON line."""
@@ -171,8 +174,14 @@ def _notebook(spaces: Namespaces, where: str, script: Path, args: dict) -> dict:
     """Run the notebook script in namespace `where`; its JSON line."""
     env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
     env["PYTHONUNBUFFERED"] = "1"
-    done = subprocess.run([*spaces.run(where), sys.executable, str(script), json.dumps(args)],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parent.parent)
+    done = subprocess.run(
+        [*spaces.run(where), sys.executable, str(script), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=Path(__file__).parent.parent,
+    )
     assert done.returncode == 0, f"the notebook failed in {where}:\n{done.stdout}\n{done.stderr}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -186,13 +195,29 @@ def test_notebook_reaches_the_device_only_through_the_agent(namespaces: Namespac
     device_probes = [(DEVICE_ADDRESS, UDP_PORT, "udp"), (DEVICE_ADDRESS, TCP_PORT, "tcp")]
     started: list[ChildProcess] = []
     try:
-        device = ChildProcess([*spaces.run(spaces.lab), sys.executable, "-m", "lab.echo", "--host", DEVICE_ADDRESS,
-                               "--udp", str(UDP_PORT), "--tcp", str(TCP_PORT)],
-                              r"echo tcp listening on", log_dir=str(tmp_path))
+        device = ChildProcess(
+            [
+                *spaces.run(spaces.lab),
+                sys.executable,
+                "-m",
+                "lab.echo",
+                "--host",
+                DEVICE_ADDRESS,
+                "--udp",
+                str(UDP_PORT),
+                "--tcp",
+                str(TCP_PORT),
+            ],
+            r"echo tcp listening on",
+            log_dir=str(tmp_path),
+        )
         _start(device, started)
-        agent = ChildProcess([*spaces.run(spaces.lab), sys.executable, "-m", "agent", "--host", LAB_ADDRESS,
-                              "--port", str(AGENT_PORT)],
-                             r"engee-agent listening on (\S+)", env={"ENGEE_AGENT_TOKEN": token}, log_dir=str(tmp_path))
+        agent = ChildProcess(
+            [*spaces.run(spaces.lab), sys.executable, "-m", "agent", "--host", LAB_ADDRESS, "--port", str(AGENT_PORT)],
+            r"engee-agent listening on (\S+)",
+            env={"ENGEE_AGENT_TOKEN": token},
+            log_dir=str(tmp_path),
+        )
         _start(agent, started)
         assert spaces.holds(spaces.lab, device.pid) and spaces.holds(spaces.lab, agent.pid)
 
@@ -200,13 +225,27 @@ def test_notebook_reaches_the_device_only_through_the_agent(namespaces: Namespac
         lab_view = _notebook(spaces, spaces.lab, script, {"probes": device_probes})
         assert all(p["reached"] for p in lab_view["probes"]), lab_view
 
-        notebook = _notebook(spaces, spaces.cloud, script, {
-            "probes": [*device_probes,
-                       (LAB_ADDRESS, UDP_PORT, "udp"), (LAB_ADDRESS, TCP_PORT, "tcp"),  # the lab PC itself
-                       ("127.0.0.1", UDP_PORT, "udp"), ("127.0.0.1", TCP_PORT, "tcp"),  # the notebook's own loopback
-                       (LAB_ADDRESS, AGENT_PORT, "tcp")],  # the agent: the one thing the notebook reaches
-            "agent": f"http://{LAB_ADDRESS}:{AGENT_PORT}", "token": token, "device": DEVICE_ADDRESS,
-            "udp_port": UDP_PORT, "tcp_port": TCP_PORT, "payload": payload.hex()})
+        notebook = _notebook(
+            spaces,
+            spaces.cloud,
+            script,
+            {
+                "probes": [
+                    *device_probes,
+                    (LAB_ADDRESS, UDP_PORT, "udp"),
+                    (LAB_ADDRESS, TCP_PORT, "tcp"),  # the lab PC itself
+                    ("127.0.0.1", UDP_PORT, "udp"),
+                    ("127.0.0.1", TCP_PORT, "tcp"),  # the notebook's own loopback
+                    (LAB_ADDRESS, AGENT_PORT, "tcp"),
+                ],  # the agent: the one thing the notebook reaches
+                "agent": f"http://{LAB_ADDRESS}:{AGENT_PORT}",
+                "token": token,
+                "device": DEVICE_ADDRESS,
+                "udp_port": UDP_PORT,
+                "tcp_port": TCP_PORT,
+                "payload": payload.hex(),
+            },
+        )
         assert notebook["interfaces"] == ["cloud0", "lo"], notebook
 
         probes = {p["target"]: p for p in notebook["probes"]}

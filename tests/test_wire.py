@@ -23,9 +23,14 @@ def test_json_path_with_base64_and_int_lists(http: httpx.Client, agent: Agent) -
     server = http.post("/v1/socket", json={"socket_type": "SOCK_DGRAM"}).json()["descriptor"]
     port = http.post("/v1/bind", json={"descriptor": server, "host": "127.0.0.1", "port": 0}).json()["local"]["port"]
     client = http.post("/v1/socket", json={"socket_type": "SOCK_DGRAM"}).json()["descriptor"]
-    assert http.post("/v1/connect", json={"descriptor": client, "host": "127.0.0.1", "port": port}).json()["pending"] is False
+    assert (
+        http.post("/v1/connect", json={"descriptor": client, "host": "127.0.0.1", "port": port}).json()["pending"]
+        is False
+    )
     assert http.post("/v1/send", json={"descriptor": client, "data": [104, 105]}).json() == {"sent": 2}
-    assert http.post("/v1/send", json={"descriptor": client, "data": base64.b64encode(b"\x00\xff").decode()}).json() == {"sent": 2}
+    assert http.post(
+        "/v1/send", json={"descriptor": client, "data": base64.b64encode(b"\x00\xff").decode()}
+    ).json() == {"sent": 2}
     first = http.post("/v1/receive", json={"descriptor": server, "bufsize": 10}).json()
     second = http.post("/v1/receive", json={"descriptor": server, "bufsize": 10}).json()
     assert base64.b64decode(first["data"]) == b"hi" and base64.b64decode(second["data"]) == b"\x00\xff"
@@ -36,17 +41,21 @@ def test_json_path_with_base64_and_int_lists(http: httpx.Client, agent: Agent) -
     assert http.post("/v1/close", json={"descriptor": server}).json() == {"closed": False}
 
 
-@pytest.mark.parametrize("path, body, status, code", [
-    ("/v1/bind", b'{"descriptor": 1, "host": "127.0.0.1", "port": "80"}', 422, "bad_request"),
-    ("/v1/bind", b'{"descriptor": 1}', 422, "bad_request"),
-    ("/v1/receive", b'{"descriptor": 1, "bufsize": 99999999999999999999999}', 422, "bad_request"),
-    ("/v1/receive", b"not json at all", 422, "bad_request"),
-    ("/v1/receive", b"[]", 422, "bad_request"),
-    ("/v1/no_such_method", b"{}", 404, "not_found"),
-    ("/v1/is_open", b'{"descriptor": 1, "unknown": true}', 422, "bad_request"),
-])
-def test_bad_input_gets_a_4xx_error_body(http: httpx.Client, agent: Agent, path: str, body: bytes,
-                                         status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    "path, body, status, code",
+    [
+        ("/v1/bind", b'{"descriptor": 1, "host": "127.0.0.1", "port": "80"}', 422, "bad_request"),
+        ("/v1/bind", b'{"descriptor": 1}', 422, "bad_request"),
+        ("/v1/receive", b'{"descriptor": 1, "bufsize": 99999999999999999999999}', 422, "bad_request"),
+        ("/v1/receive", b"not json at all", 422, "bad_request"),
+        ("/v1/receive", b"[]", 422, "bad_request"),
+        ("/v1/no_such_method", b"{}", 404, "not_found"),
+        ("/v1/is_open", b'{"descriptor": 1, "unknown": true}', 422, "bad_request"),
+    ],
+)
+def test_bad_input_gets_a_4xx_error_body(
+    http: httpx.Client, agent: Agent, path: str, body: bytes, status: int, code: str
+) -> None:
     reply = http.post(path, content=body, headers={"Content-Type": "application/json"})
     assert reply.status_code == status
     error = reply.json()["error"]
@@ -59,8 +68,11 @@ def test_form_posts_are_refused(http: httpx.Client, agent: Agent) -> None:
 
 
 def test_oversized_body_is_refused(http: httpx.Client, agent: Agent) -> None:
-    reply = http.post("/v1/send", content=b"x" * (24 << 20), headers={"Content-Type": "application/octet-stream",
-                                                                       "X-Engee-Meta": '{"descriptor": 1}'})
+    reply = http.post(
+        "/v1/send",
+        content=b"x" * (24 << 20),
+        headers={"Content-Type": "application/octet-stream", "X-Engee-Meta": '{"descriptor": 1}'},
+    )
     assert reply.status_code == 413 and reply.json()["error"]["code"] == "payload_too_large"
 
 

@@ -22,16 +22,24 @@ class AsyncAgent(AgentCore):
     Use it within one event loop (`async with AsyncAgent(...) as lab:`); its connections belong to that loop.
     """
 
-    def __init__(self, url: str, token: str | None = None, *, verify: bool | str | None = None,
-                 retry_for: float = RETRY_FOR, transport: AsyncTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        verify: bool | str | None = None,
+        retry_for: float = RETRY_FOR,
+        transport: AsyncTransport | None = None,
+    ) -> None:
         super().__init__(url)
         if transport is None:
             token, verify = credentials(url, token, verify)
             transport = AsyncHttpTransport(url, token, verify=verify, retry_for=retry_for)
         self.transport = transport
 
-    async def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM",
-                     socket_descriptor: int = 0) -> AsyncSocket:
+    async def Socket(
+        self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM", socket_descriptor: int = 0
+    ) -> AsyncSocket:
         """A new socket on the agent, or (with a descriptor, e.g. from accept) the existing one."""
         return AsyncSocket(self, *await self._run(self._socket_flow(family, socket_type, socket_descriptor)))
 
@@ -43,8 +51,9 @@ class AsyncAgent(AgentCore):
         """The agent's identity, boot id, version and methods."""
         return await self.transport.identity()
 
-    async def call(self, method: AnyMethod | str, *, boot: str | None = None, seq: int | None = None,
-                   **fields: Any) -> Response:
+    async def call(
+        self, method: AnyMethod | str, *, boot: str | None = None, seq: int | None = None, **fields: Any
+    ) -> Response:
         """Run one method of the table (`METHODS.bind`, or its name); bad arguments raise ValueError/TypeError
         before any network call. `seq` repeats an interrupted call: the agent answers it from its ledger."""
         response: Response = await self._run(self._call_flow(method, boot, seq, fields))

@@ -26,16 +26,22 @@ class Agent(AgentCore):
     `transport` replaces the HTTP transport those three configure (an in-process one in tests).
     """
 
-    def __init__(self, url: str, token: str | None = None, *, verify: bool | str | None = None,
-                 retry_for: float = RETRY_FOR, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        verify: bool | str | None = None,
+        retry_for: float = RETRY_FOR,
+        transport: Transport | None = None,
+    ) -> None:
         super().__init__(url)
         if transport is None:
             token, verify = credentials(url, token, verify)
             transport = HttpTransport(url, token, verify=verify, retry_for=retry_for)
         self.transport = transport
 
-    def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM",
-               socket_descriptor: int = 0) -> Socket:
+    def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM", socket_descriptor: int = 0) -> Socket:
         """A new socket on the agent, or (with a descriptor, e.g. from accept) the existing one."""
         return Socket(self, *self._run(self._socket_flow(family, socket_type, socket_descriptor)))
 
@@ -47,8 +53,9 @@ class Agent(AgentCore):
         """The agent's identity, boot id, version and methods."""
         return self.transport.identity()
 
-    def call(self, method: AnyMethod | str, *, boot: str | None = None, seq: int | None = None,
-             **fields: Any) -> Response:
+    def call(
+        self, method: AnyMethod | str, *, boot: str | None = None, seq: int | None = None, **fields: Any
+    ) -> Response:
         """Run one method of the table (`METHODS.bind`, or its name); bad arguments raise ValueError/TypeError
         before any network call. `seq` repeats an interrupted call: the agent answers it from its ledger."""
         response: Response = self._run(self._call_flow(method, boot, seq, fields))
@@ -92,8 +99,9 @@ class DefaultAgent(Agent):
             raise AttributeError(name)
         url = os.environ.get(URL_VARIABLE)
         if not url:
-            raise AgentError(f"no agent configured: set {URL_VARIABLE} and {TOKEN_VARIABLE}, "
-                             f"or use Agent(url, token=...)")
+            raise AgentError(
+                f"no agent configured: set {URL_VARIABLE} and {TOKEN_VARIABLE}, or use Agent(url, token=...)"
+            )
         Agent.__init__(self, url)
         return getattr(self, name)
 
