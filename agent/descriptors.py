@@ -5,11 +5,12 @@ import errno
 import itertools
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from protocol import ErrorCode
-from protocol.models import Address, Family, SocketInfo, SocketType
+from protocol.models import Address, Family, Response, SocketInfo, SocketType
 
 from .faults import CallerGone, Fault
 
@@ -56,6 +57,8 @@ class Entry:
         self.connecting: asyncio.Task[None] | None = None
         self.connect_target: SocketAddress | None = None
         self._waits: dict[asyncio.Future[None], Callable[[], object]] = {}
+        self.held: deque[Response] = deque()
+        """Answers of cancelled calls, given back: the next receive or accept takes them first."""
 
     @property
     def stream(self) -> bool:

@@ -24,7 +24,7 @@ from .audit import AUDITED, Audit
 from .clients import Clients
 from .descriptors import DescriptorTable, Gone
 from .faults import CallerGone, Fault
-from .ledger import Ledger, Outcome
+from .ledger import CallIdReused, Key, Ledger, Outcome
 from .operations import Operations
 from .settings import Principal, Settings
 
@@ -78,8 +78,18 @@ class Dispatcher:
             self.clients.seen(principal.name, call_id.session)
             if call_id.done is not None:
                 self.ledger.acknowledge(principal.name, call_id.session, call_id.done)
-            key = (principal.name, call_id.session, call_id.seq)
-            outcome = await self.ledger.run(key, lambda: self._perform(principal, method, request, boot, None))
+            for seq in call_id.cancel:
+                self._cancel(principal, (call_id.session, seq))
+            try:
+                outcome = await self.ledger.run(
+                    principal.name,
+                    (call_id.session, call_id.seq),
+                    method.name,
+                    request,
+                    lambda: self._perform(principal, method, request, boot, None),
+                )
+            except CallIdReused as exc:
+                outcome = ErrorDetail(code=ErrorCode.CALL_ID_REUSED, message=str(exc), method=method.name)
         if outcome is not None and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s %s descriptor=%s -> %s",
@@ -119,6 +129,12 @@ class Dispatcher:
         if method.name in AUDITED and not getattr(result, "pending", False):
             self.audit.record(principal.name, method.name, "ok", *_audit_subject(method.name, request, result))
         return result
+
+    def _cancel(self, principal: Principal, key: Key) -> None:
+        """The client gave up on call `key`: its wait ends, and what it took goes back to its socket."""
+        cancelled = self.ledger.cancel(principal.name, key)
+        if cancelled is not None and not isinstance(cancelled[1], ErrorDetail):
+            self.operations.give_back(principal, cancelled[0], cancelled[1])
 
     async def reap(self) -> None:
         """Close sockets left idle past `idle_timeout`, every quarter of it (at most every 30 s); runs until cancelled."""

@@ -37,19 +37,24 @@ from .faults import Fault
 from .gate import PRINCIPAL
 from .ledger import Outcome
 
+_CALL_ERRORS = (
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.PERMISSION_DENIED,
+    ErrorCode.BAD_DESCRIPTOR,
+    ErrorCode.OS_ERROR,
+    ErrorCode.CALL_ID_REUSED,
+    ErrorCode.AGENT_RESTARTED,
+    ErrorCode.PAYLOAD_TOO_LARGE,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    ErrorCode.BAD_REQUEST,
+    ErrorCode.LIMIT_EXCEEDED,
+)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code.status: {"model": ErrorBody, "description": code.value}
-    for code in (
-        ErrorCode.UNAUTHORIZED,
-        ErrorCode.PERMISSION_DENIED,
-        ErrorCode.BAD_DESCRIPTOR,
-        ErrorCode.OS_ERROR,
-        ErrorCode.AGENT_RESTARTED,
-        ErrorCode.PAYLOAD_TOO_LARGE,
-        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-        ErrorCode.BAD_REQUEST,
-        ErrorCode.LIMIT_EXCEEDED,
-    )
+    status: {
+        "model": ErrorBody,
+        "description": " or ".join(code.value for code in _CALL_ERRORS if code.status == status),
+    }
+    for status in sorted({code.status for code in _CALL_ERRORS})
 }
 SECURITY: dict[str, Any] = {"security": [{"bearer": []}]}
 _CALLER_LEFT = 499

@@ -24,6 +24,9 @@ from .policy import IPAddress, Policy
 from .settings import Limits, Principal
 
 T = TypeVar("T")
+_RECVMSG = hasattr(socket.socket, "recvmsg")
+"""Windows has no recvmsg, so there a datagram cut to bufsize cannot say so."""
+Given = TypeVar("Given", m.ReceiveResponse, m.AcceptResponse)
 
 _GAI_ERRORS = {getattr(socket, name): name for name in dir(socket) if name.startswith("EAI_")}
 
@@ -64,6 +67,8 @@ class Operations:
         _require_stream(entry, "accept")
         if not entry.listening:
             raise OSError(errno.EINVAL, "accept needs a listening socket: call listen first")
+        if entry.held:
+            return _held(entry, m.AcceptResponse)
         self._check_room(principal)
         async with self._wait_slot():
             result = await _attempt(entry, entry.reader, request.wait, False, entry.sock.accept, gone)
@@ -130,20 +135,37 @@ class Operations:
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"bufsize {request.bufsize} is over the agent's limit max_bufsize = {self.limits.max_bufsize}",
             )
+        if entry.held:
+            return _cut(entry, _held(entry, m.ReceiveResponse), request.bufsize)
         size = request.bufsize
 
-        def call() -> tuple[bytes, SocketAddress | None]:
-            return (entry.sock.recv(size), None) if entry.stream else entry.sock.recvfrom(size)
+        def call() -> tuple[bytes, SocketAddress | None, bool]:
+            if entry.stream:
+                return entry.sock.recv(size), None, False
+            if not _RECVMSG:
+                return *entry.sock.recvfrom(size), False
+            data, _, flags, sender = entry.sock.recvmsg(size)
+            return data, sender, bool(flags & socket.MSG_TRUNC)
 
         async with self._wait_slot():
             result = await _attempt(entry, entry.reader, request.wait, False, call, gone)
         if result is None:
             return m.ReceiveResponse(pending=True)
-        data, sender = result
+        data, sender, truncated = result
         entry.bytes_in += len(data)
         if sender is None:
             return m.ReceiveResponse(data=data, eof=not data)
-        return m.ReceiveResponse(data=data, peer=m.Address(host=sender[0], port=sender[1]))
+        return m.ReceiveResponse(data=data, peer=m.Address(host=sender[0], port=sender[1]), truncated=truncated)
+
+    def give_back(self, principal: Principal, request: m.Request, outcome: m.Response) -> None:
+        """What a cancelled call took goes back to its socket, first in line for the next call of its kind:
+        bytes or a datagram for the next receive, a connection for the next accept."""
+        kept = (isinstance(outcome, m.ReceiveResponse) and outcome.data) or (
+            isinstance(outcome, m.AcceptResponse) and outcome.descriptor is not None
+        )
+        descriptor = getattr(request, "descriptor", None)
+        if kept and descriptor is not None and self.table.is_open(descriptor, principal.name):
+            self.table.get(descriptor, principal.name).held.append(outcome)
 
     async def is_open(self, request: m.IsOpenRequest, principal: Principal) -> m.IsOpenResponse:
         return m.IsOpenResponse(open=self.table.is_open(request.descriptor, principal.name))
@@ -205,6 +227,24 @@ class Operations:
         except socket.gaierror:
             return set()
         return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+
+
+def _held(entry: Entry, kind: type[Given]) -> Given:
+    """The oldest answer given back to this socket by a cancelled call."""
+    given = entry.held.popleft()
+    assert isinstance(given, kind)  # a listening socket only accepts, any other only receives
+    return given
+
+
+def _cut(entry: Entry, given: m.ReceiveResponse, bufsize: int) -> m.ReceiveResponse:
+    """At most `bufsize` of what was given back: on TCP the rest stays first in line; a datagram is cut, as
+    recvfrom cuts one, and says so."""
+    if len(given.data) <= bufsize:
+        return given
+    if entry.stream:
+        entry.held.appendleft(m.ReceiveResponse(data=given.data[bufsize:]))
+        return m.ReceiveResponse(data=given.data[:bufsize])
+    return m.ReceiveResponse(data=given.data[:bufsize], peer=given.peer, truncated=True)
 
 
 async def _attempt(

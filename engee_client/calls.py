@@ -1,7 +1,18 @@
-"""Call ids for one client session: what makes a retried call safe, and what the agent may forget."""
+"""Call ids for one client session: what makes a retried call safe, and what the agent may forget.
+
+A call stays open until its answer arrives. A blocking call cut by an interrupt (KeyboardInterrupt,
+or a cancelled task) is *abandoned*: it stays open, so the agent keeps what it may have taken, and
+the next call carries its cancel; once that call is answered, the agent has stopped it and given
+what it took back to its socket, and the call ends.
+"""
+
+from __future__ import annotations
 
 import secrets
 import threading
+
+from protocol import CallId
+from protocol.calls import MAX_CANCEL
 
 
 class CallLog:
@@ -12,53 +23,32 @@ class CallLog:
         self._lock = threading.Lock()
         self._last = 0
         self._open: set[int] = set()
+        self._abandoned: list[int] = []
 
-    def begin(self) -> int:
+    def begin(self, seq: int | None = None) -> CallId:
+        """The id of a new call, or of call `seq` again; it carries the acknowledgement and pending cancels."""
         with self._lock:
-            self._last += 1
-            self._open.add(self._last)
-            return self._last
-
-    def reopen(self, seq: int) -> int:
-        """Call `seq` again (it was interrupted): the agent answers it from its ledger."""
-        with self._lock:
+            if seq is None:
+                self._last += 1
+                seq = self._last
             self._open.add(seq)
-            return seq
+            done = min(self._open) - 1
+            return CallId(self.session, seq, done, tuple(self._abandoned[:MAX_CANCEL]))
 
-    def end(self, seq: int) -> None:
-        """The answer to `seq` has arrived (or will never be asked for again)."""
+    def end(self, call: CallId, answered: bool = True) -> None:
+        """Call `call` is over; `answered`, the agent also has its cancels, and those calls are over too."""
         with self._lock:
-            self._open.discard(seq)
+            self._open.discard(call.seq)
+            if answered and call.cancel:
+                self._abandoned = [seq for seq in self._abandoned if seq not in call.cancel]
+                self._open.difference_update(call.cancel)
+
+    def abandon(self, call: CallId) -> None:
+        """An interrupt cut call `call`: it stays open until a later call's cancel reaches the agent."""
+        with self._lock:
+            self._abandoned.append(call.seq)
 
     def done_mark(self) -> int:
         """Every call up to this number has its answer: the agent may forget those."""
         with self._lock:
             return min(self._open) - 1 if self._open else self._last
-
-    def number(self, seq: int | None) -> "Numbered":
-        """Number one call, as `with calls.number(seq) as seq:` around sending it.
-
-        `seq` is the caller's number for a call it may repeat (from `begin`), or None for a new one.
-        The call ends when its answer arrives or it fails. Interrupted (KeyboardInterrupt, or
-        cancelled in asyncio), a call numbered by its caller stays open for the caller to repeat or
-        end; one numbered here ends, since nobody can ask for it again.
-        """
-        if seq is None:
-            return Numbered(self, self.begin(), False)
-        return Numbered(self, self.reopen(seq), True)
-
-
-class Numbered:
-    """The context `CallLog.number` returns."""
-
-    __slots__ = ("_log", "_repeatable", "_seq")
-
-    def __init__(self, log: CallLog, seq: int, repeatable: bool) -> None:
-        self._log, self._seq, self._repeatable = log, seq, repeatable
-
-    def __enter__(self) -> int:
-        return self._seq
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None or not self._repeatable or issubclass(kind, Exception):
-            self._log.end(self._seq)

@@ -30,7 +30,6 @@ from protocol import (
     AgentError,
     AgentRestartedError,
     AnyMethod,
-    CallId,
     ErrorDetail,
     Method,
     ProtocolError,
@@ -89,50 +88,47 @@ class Exchange(Generic[T]):
     """One flow in progress: the next call to send, and what each reply means for the flow.
 
     `start`, then `reply` or `fail` for each call sent, until they return None: then `result` holds
-    the operation's result. A call the flow numbered itself (to repeat it later) stays open in the
-    call log when an interrupt (KeyboardInterrupt, or a cancellation) cuts it; any other call ends.
+    the operation's result. A blocking call cut by an interrupt (KeyboardInterrupt, or a cancelled
+    task) is abandoned: the next call cancels it on the agent, which gives what it took back to its
+    socket, so the next receive or accept gets it. Any other call just ends.
     """
 
-    __slots__ = ("_calls", "_flow", "_last", "_open", "_repeatable", "_url", "result")
+    __slots__ = ("_call_id", "_calls", "_flow", "_step_sent", "_url", "result")
 
     def __init__(self, calls: CallLog, url: str, flow: Flow[T]) -> None:
         self._calls, self._url, self._flow = calls, url, flow
-        self._open = 0
-        self._repeatable = False
         self.result: T
 
     def start(self) -> Call | None:
-        return self._step(self._flow.send, None)
+        return self._advance(self._flow.send, None)
 
     def reply(self, reply: Reply) -> Call | None:
         """The reply to the last call: the flow goes on with its response, or with its error raised."""
-        self._calls.end(self._open)
+        self._calls.end(self._call_id)
         outcome = reply.outcome
         if isinstance(outcome, ErrorDetail):
-            step = self._last
-            return self._step(
-                self._flow.throw,
-                exception_for(outcome, where(step[0].name, getattr(step[1], "descriptor", None), self._url)),
-            )
-        return self._step(self._flow.send, (outcome, reply.boot))
+            method, request = self._step_sent[:2]
+            error = exception_for(outcome, where(method.name, getattr(request, "descriptor", None), self._url))
+            return self._advance(self._flow.throw, error)
+        return self._advance(self._flow.send, (outcome, reply.boot))
 
     def fail(self, exc: BaseException) -> Call | None:
         """The last call raised `exc` (the link failed, or an interrupt): the flow goes on with it raised."""
-        if isinstance(exc, Exception) or not self._repeatable:
-            self._calls.end(self._open)
-        return self._step(self._flow.throw, exc)
+        if not isinstance(exc, Exception) and self._step_sent[0].blocking:
+            self._calls.abandon(self._call_id)
+        else:
+            self._calls.end(self._call_id, answered=False)
+        return self._advance(self._flow.throw, exc)
 
-    def _step(self, advance: Callable[[Any], Step], value: Any) -> Call | None:
+    def _advance(self, advance: Callable[[Any], Step], value: Any) -> Call | None:
         try:
             step = advance(value)
         except StopIteration as done:
             self.result = done.value
             return None
-        self._last = step
-        method, request, boot, seq = step
-        self._repeatable = seq is not None
-        self._open = self._calls.begin() if seq is None else self._calls.reopen(seq)
-        return Call(method, request, CallId(self._calls.session, self._open, self._calls.done_mark()), boot)
+        method, request, boot, seq = self._step_sent = step
+        self._call_id = self._calls.begin(seq)
+        return Call(method, request, self._call_id, boot)
 
 
 class Runs(Protocol):
@@ -155,9 +151,6 @@ class SocketCore:
         self.socket_type = info.socket_type
         self._boot = boot
         self._closed = False
-        self._interrupted: dict[str, list[int]] = {}
-        """Seqs of blocking calls cut by an interrupt (KeyboardInterrupt, or cancellation in asyncio), oldest
-        first: the agent's wait went on, and the next calls of that method collect what it took."""
         self._update(info.local, info.peer)
 
     @property
@@ -203,7 +196,7 @@ class SocketCore:
             return None
         if result.eof:
             return None
-        return ResultUIntList(result.data, result.peer.as_tuple() if result.peer else None)
+        return ResultUIntList(result.data, result.peer.as_tuple() if result.peer else None, result.truncated)
 
     def _is_open_flow(self, socket_descriptor: int | None) -> Flow[bool]:
         if socket_descriptor is None:
@@ -218,10 +211,6 @@ class SocketCore:
     def _close_flow(self) -> Flow[None]:
         if self._closed:
             return
-        for seqs in self._interrupted.values():
-            for seq in seqs:
-                self.agent.calls.end(seq)
-        self._interrupted.clear()
         try:
             yield from self._call(METHODS.close)
         except AgentRestartedError:
@@ -239,8 +228,8 @@ class SocketCore:
     def _wait(self, method: Method[Req, Waited], timeout: float | None, **fields: Any) -> Flow[Waited]:
         """A blocking call as a series of bounded waits, so no HTTP timeout ever cuts it.
 
-        Interrupted (KeyboardInterrupt, or cancelled in asyncio), the call stays open on the agent,
-        whose wait goes on; the next call of this method on this socket collects its answer.
+        Interrupted (KeyboardInterrupt, or cancelled in asyncio), the wait is cancelled on the agent with
+        the next call, and whatever it took goes back to the socket for the next receive or accept.
         """
         name = method.name
         if timeout is not None:
@@ -254,31 +243,15 @@ class SocketCore:
                 )
         deadline = None if timeout is None else time.monotonic() + timeout
         fields["descriptor"] = self.descriptor
-        url, boot, interrupted = self.agent.url, self._boot, self._interrupted
+        url, boot = self.agent.url, self._boot
         while True:
             fields["wait"] = LONG_POLL if deadline is None else min(LONG_POLL, max(0.0, deadline - time.monotonic()))
             request = request_for(method, fields, url)
-            seq = self._resume(name)
-            try:
-                result: Waited = (yield method, request, boot, seq)[0]
-            except BaseException as exc:
-                if not isinstance(exc, Exception):  # an interrupt: what the agent takes waits for the next call
-                    interrupted.setdefault(name, []).append(seq)
-                raise
+            result: Waited = (yield method, request, boot, None)[0]
             if not result.pending:
                 return result
             if deadline is not None and time.monotonic() >= deadline:
                 raise _WaitExpired(f"{self._where(name)}: timed out after {timeout} s")
-
-    def _resume(self, name: str) -> int:
-        """The oldest interrupted call of method `name`, to collect its answer; else a new call."""
-        waiting = self._interrupted.get(name)
-        if waiting:
-            try:
-                return waiting.pop(0)
-            except IndexError:  # another thread took the last one
-                pass
-        return self.agent.calls.begin()
 
     def _where(self, method: str) -> str:
         return where(method, self.descriptor, self.agent.url)

@@ -4,15 +4,17 @@
 class ResultUIntList:
     """Received bytes; `.data` is them as a list of ints 0..255, as in the seed.
 
-    `bytes(result)` and `len(result)` work too; `.address` is the sender of a datagram.
+    `bytes(result)` and `len(result)` work too; `.address` is the sender of a datagram, and
+    `.truncated` is true when the datagram was longer than bufsize and was cut (as MSG_TRUNC says).
     """
 
-    __slots__ = ("_bytes", "_list", "address")
+    __slots__ = ("_bytes", "_list", "address", "truncated")
 
-    def __init__(self, data: bytes, address: tuple[str, int] | None = None) -> None:
+    def __init__(self, data: bytes, address: tuple[str, int] | None = None, truncated: bool = False) -> None:
         self._bytes = data
         self._list: list[int] | None = None
         self.address = address
+        self.truncated = truncated
 
     @property
     def data(self) -> list[int]:

@@ -49,6 +49,7 @@ class ErrorCode(str, Enum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     LIMIT_EXCEEDED = "limit_exceeded"
+    CALL_ID_REUSED = "call_id_reused"
     INTERNAL = "internal"
 
     @property
@@ -68,6 +69,7 @@ _STATUS = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.LIMIT_EXCEEDED: 429,
+    ErrorCode.CALL_ID_REUSED: 409,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -159,4 +161,6 @@ def exception_for(detail: ErrorDetail, where: str) -> Exception:
         return AgentRestartedError(message)
     if detail.code is ErrorCode.LIMIT_EXCEEDED:
         return LimitExceededError(message)
+    if detail.code is ErrorCode.CALL_ID_REUSED:
+        return ProtocolError(message)
     return AgentError(message)

@@ -132,6 +132,9 @@ class ReceiveResponse(Response):
     eof: bool = False
     pending: bool = False
     peer: Address | None = Field(default=None, description="The sender of a datagram.")
+    truncated: bool = Field(
+        default=False, description="The datagram was longer than bufsize and was cut, as MSG_TRUNC says."
+    )
 
 
 class IsOpenRequest(Request):

@@ -295,7 +295,7 @@ def test_bad_arguments_fail_before_any_network_call() -> None:
                 with pytest.raises(error):  # not AgentUnreachableError: nothing was sent
                     await bad
             calls = dead.calls
-            assert calls.done_mark() == calls.begin() - 1  # and no call was left open: the agent may forget all
+            assert calls.done_mark() == calls.begin().seq - 1  # and no call was left open: the agent may forget all
 
     asyncio.run(test())
 
@@ -347,9 +347,9 @@ def test_cancelled_receive_loses_nothing(agent_process: AgentProcess) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        seq = calls.begin()
-        assert calls.done_mark() == seq - 1
-        calls.end(seq)
+        call = calls.begin()
+        assert calls.done_mark() == call.seq - 1
+        calls.end(call)
         await server.close()
         await client.close()
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from engee_client import Agent
+from engee_client import Agent, ProtocolError
 from lab.process import AgentProcess
 
 from .conftest import Background, recv_exactly
@@ -129,3 +129,72 @@ def test_a_retry_joins_a_running_call_and_acknowledged_answers_are_forgotten(htt
 def test_bad_call_ids_are_refused(http: httpx.Client, agent: Agent, value: str) -> None:
     reply = http.post("/v1/socket", json={}, headers={"X-Engee-Call": value})
     assert reply.status_code == 422 and reply.json()["error"]["code"] == "bad_request"
+
+
+def interrupt_after(seconds: float) -> None:
+    """The notebook's stop button: SIGINT to the main thread (this test's) after `seconds`."""
+    threading.Timer(seconds, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+
+
+@pytest.mark.parametrize("kind", ["SOCK_STREAM", "SOCK_DGRAM"])
+def test_after_an_interrupted_receive_the_next_keeps_its_own_bufsize(agent: Agent, kind: str) -> None:
+    with (
+        socket.create_server(("127.0.0.1", 0))
+        if kind == "SOCK_STREAM"
+        else socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as local,
+        agent.Socket("AF_INET", kind) as sock,
+    ):
+        if kind == "SOCK_STREAM":
+            sock.connect(*local.getsockname())
+            peer, _ = local.accept()
+        else:
+            local.bind(("127.0.0.1", 0))
+            sock.bind("127.0.0.1", 0)
+            local.connect(sock.local_address)
+            peer = local
+        interrupt_after(0.5)
+        with pytest.raises(KeyboardInterrupt):
+            sock.receive(1000)  # the agent waits for data; the interrupt leaves that wait running
+        peer.send(bytes(range(20)))  # taken by the interrupted call's wait, or still in the kernel
+        first = sock.receive(10, timeout=10)
+        assert first is not None and bytes(first) == bytes(range(10))  # its own bufsize, not the old call's
+        if kind == "SOCK_STREAM":  # the rest stays readable, in order
+            second = sock.receive(1000, timeout=10)
+            assert second is not None and bytes(second) == bytes(range(10, 20))
+        else:  # a datagram is delivered once, cut to bufsize, and says so
+            assert first.truncated
+        assert sock.receive(1000, timeout=0.2) is None
+        if kind == "SOCK_STREAM":
+            peer.close()
+
+
+def test_a_datagram_longer_than_bufsize_is_cut_and_says_so(agent: Agent) -> None:
+    with agent.Socket("AF_INET", "SOCK_DGRAM") as server, agent.Socket("AF_INET", "SOCK_DGRAM") as client:
+        server.bind("127.0.0.1", 0)
+        client.connect(*server.local_address)
+        client.send(b"0123456789")
+        client.send(b"01234")
+        cut, whole = server.receive(5, timeout=10), server.receive(5, timeout=10)
+        assert cut is not None and bytes(cut) == b"01234" and cut.truncated
+        assert whole is not None and bytes(whole) == b"01234" and not whole.truncated
+
+
+def test_a_call_id_names_one_call(http: httpx.Client, agent: Agent) -> None:
+    created = http.post("/v1/socket", json={}, headers={"X-Engee-Call": "s3.1"})
+    descriptor = created.json()["descriptor"]
+    for method, body in [("close", {"descriptor": descriptor}), ("socket", {"socket_type": "SOCK_DGRAM"})]:
+        reused = http.post(f"/v1/{method}", json=body, headers={"X-Engee-Call": "s3.1"})
+        assert reused.status_code == 409, reused.text  # refused, never answered with the socket call's body
+        assert reused.json()["error"]["code"] == "call_id_reused" and "s3.1" in reused.json()["error"]["message"]
+    assert http.post("/v1/is_open", json={"descriptor": descriptor}).json()["open"]  # the close did not run
+    assert http.post("/v1/socket", json={}, headers={"X-Engee-Call": "s3.1"}).json() == created.json()  # a true retry
+    http.post("/v1/close", json={"descriptor": descriptor})
+
+
+def test_the_client_reports_a_reused_call_id(agent: Agent) -> None:
+    with agent.Socket("AF_INET", "SOCK_DGRAM") as sock:
+        seq = agent.calls.begin().seq
+        agent.call("is_open", seq=seq, descriptor=sock.descriptor)
+        with pytest.raises(ProtocolError, match="a call id names one call"):
+            agent.call("close", seq=seq, descriptor=sock.descriptor)
+        assert sock.is_open()
