@@ -39,6 +39,7 @@ class Operations:
         self.policy = policy
         self.limits = limits
         self._waiting = 0
+        self._waiting_by: dict[str, int] = {}
 
     async def socket(self, request: m.SocketRequest, principal: Principal) -> m.SocketInfo:
         self._check_room(principal)
@@ -70,7 +71,7 @@ class Operations:
         if entry.held:
             return _held(entry, m.AcceptResponse)
         self._check_room(principal)
-        async with self._wait_slot():
+        async with self._wait_slot(principal):
             result = await _attempt(entry, entry.reader, request.wait, False, entry.sock.accept, gone)
         if result is None:
             return m.AcceptResponse(pending=True)
@@ -95,7 +96,7 @@ class Operations:
             raise OSError(errno.EALREADY, "a connect to another address is in progress")
         watcher = asyncio.ensure_future(gone()) if gone is not None else None
         try:
-            async with self._wait_slot():
+            async with self._wait_slot(principal):
                 done, _ = await asyncio.wait(
                     futures(task, watcher), timeout=request.wait, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -147,7 +148,7 @@ class Operations:
             data, _, flags, sender = entry.sock.recvmsg(size)
             return data, sender, bool(flags & socket.MSG_TRUNC)
 
-        async with self._wait_slot():
+        async with self._wait_slot(principal):
             result = await _attempt(entry, entry.reader, request.wait, False, call, gone)
         if result is None:
             return m.ReceiveResponse(pending=True)
@@ -195,17 +196,28 @@ class Operations:
             )
 
     @asynccontextmanager
-    async def _wait_slot(self) -> AsyncIterator[None]:
+    async def _wait_slot(self, principal: Principal) -> AsyncIterator[None]:
+        own = self._waiting_by.get(principal.name, 0)
+        if own >= self.limits.waits_per_principal:
+            raise Fault(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"{principal.name} has {own} blocking calls waiting already, the limit waits_per_principal; "
+                "try again later",
+            )
         if self._waiting >= self.limits.waits_total:
             raise Fault(
                 ErrorCode.LIMIT_EXCEEDED,
                 f"{self._waiting} blocking calls are waiting already, the limit waits_total; try again later",
             )
         self._waiting += 1
+        self._waiting_by[principal.name] = own + 1
         try:
             yield
         finally:
             self._waiting -= 1
+            self._waiting_by[principal.name] -= 1
+            if not self._waiting_by[principal.name]:
+                del self._waiting_by[principal.name]
 
     async def _resolve(self, entry: Entry, action: str, host: str, port: int) -> SocketAddress:
         """Resolve on the agent (the notebook's DNS is not the lab's), then apply the policy."""

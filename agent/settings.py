@@ -59,7 +59,9 @@ class Limits:
     max_body: int = MAX_PAYLOAD * 4 // 3 + 64 * 1024
     """A maximal payload in base64 plus room for the other fields."""
     waits_total: int = 256
-    """Blocking calls (accept, connect, receive) waiting at once."""
+    """Blocking calls (accept, connect, receive) waiting at once, everyone's: the ceiling over waits_per_principal."""
+    waits_per_principal: int = 64
+    """Blocking calls one principal may have waiting at once, so no principal can hold every wait."""
     idle_timeout: float = 3600.0
     """Seconds a socket may go without a call before the agent closes it; 0 never reaps."""
 

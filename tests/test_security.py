@@ -285,3 +285,34 @@ def test_audit_log_has_a_line_per_socket_event_and_refusal(secured: AgentProcess
     )
     assert any('principal=- action=/v1/agent outcome="unauthorized: wrong token' in line for line in lines)
     assert all(line.startswith("time=") for line in lines)
+
+
+def test_one_principal_cannot_hold_every_wait(tmp_path: Path) -> None:
+    config = tmp_path / "waits.toml"
+    config.write_text(
+        "\n".join(f'[principals.{name}]\ntoken = "{TOKENS[name]}"' for name in ("alice", "bob"))
+        + "\n[limits]\nwaits_per_principal = 1\nwaits_total = 3\n"
+    )
+    with (
+        AgentProcess("--config", str(config), log_dir=str(tmp_path)) as process,
+        Agent(process.url, token=TOKENS["alice"]) as alice,
+        Agent(process.url, token=TOKENS["bob"]) as bob,
+        alice.Socket("AF_INET", "SOCK_DGRAM") as held,
+        alice.Socket("AF_INET", "SOCK_DGRAM") as more,
+        bob.Socket("AF_INET", "SOCK_DGRAM") as bobs,
+    ):
+        for sock in (held, more, bobs):
+            sock.bind("127.0.0.1", 0)
+        waiting = Background(held.receive, 10)  # alice's one wait, held until a datagram comes
+        error = None
+        deadline = time.monotonic() + 5
+        while error is None and time.monotonic() < deadline:  # until alice's wait has reached the agent
+            try:
+                more.receive(10, timeout=0)
+            except LimitExceededError as exc:
+                error = exc
+        assert error is not None and "the limit waits_per_principal" in str(error)
+        assert bobs.receive(10, timeout=0.1) is None  # bob still gets a wait of his own
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"done", held.local_address)
+        assert bytes(waiting.join_result()) == b"done"
