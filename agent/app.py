@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper = asyncio.create_task(dispatcher.reap())
         loop = asyncio.get_running_loop()
-        app.state.close_all = lambda: loop.call_soon_threadsafe(dispatcher.table.close_all)
+        app.state.close_all = lambda: loop.call_soon_threadsafe(dispatcher.close_all)
         yield
         reaper.cancel()
         dispatcher.close()

@@ -127,7 +127,8 @@ class Dispatcher:
                 )
             return detail
         if method.name in AUDITED and not getattr(result, "pending", False):
-            self.audit.record(principal.name, method.name, "ok", *_audit_subject(method.name, request, result))
+            outcome = "not_open: nothing was closed" if getattr(result, "closed", True) is False else "ok"
+            self.audit.record(principal.name, method.name, outcome, *_audit_subject(method.name, request, result))
         return result
 
     def _cancel(self, principal: Principal, key: Key) -> None:
@@ -151,10 +152,17 @@ class Dispatcher:
                     entry.owner, "reap", f"closed after {idle_timeout:g} s idle (limit idle_timeout)", entry.descriptor
                 )
 
-    def close(self) -> None:
-        """Close every socket and the audit log: the agent is stopping."""
-        log.info("closing %d open sockets", len(self.table))
+    def close_all(self) -> None:
+        """Close every socket, each with its audit line: the agent is stopping. Waiting calls end with EBADF."""
+        if self.table:
+            log.info("closing %d open sockets", len(self.table))
+        for entry in self.table.entries():
+            self.audit.record(entry.owner, "close", "closed at shutdown", entry.descriptor)
         self.table.close_all()
+
+    def close(self) -> None:
+        """Close every socket and the audit log: the agent has stopped."""
+        self.close_all()
         self.audit.close()
 
 

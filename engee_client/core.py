@@ -49,7 +49,7 @@ from protocol.models import (
 )
 
 from .calls import CallLog
-from .result import ResultUIntList
+from .result import Descriptor, ResultUIntList
 from .transport import Call, Reply
 
 CHUNK = 4 * 1024 * 1024
@@ -173,7 +173,7 @@ class SocketCore:
         descriptor = (yield from self._wait(METHODS.accept, timeout)).descriptor
         if descriptor is None:
             raise ProtocolError(f"{self._where('accept')}: the agent accepted a connection without a descriptor")
-        return descriptor
+        return Descriptor(descriptor, self._boot)
 
     def _connect_flow(self, host: str, port: int, timeout: float | None) -> Flow[int]:
         result = yield from self._wait(METHODS.connect, timeout, host=host, port=port)
@@ -282,7 +282,8 @@ class AgentCore:
     ) -> Flow[tuple[SocketInfo, str | None]]:
         if socket_descriptor == 0:
             return (yield from one_call(self.url, METHODS.socket, family=family, socket_type=socket_type))
-        info, boot = yield from one_call(self.url, METHODS.describe, descriptor=socket_descriptor)
+        boot = getattr(socket_descriptor, "boot", None)  # from accept: refused if the agent restarted since
+        info, boot = yield from one_call(self.url, METHODS.describe, boot, None, descriptor=int(socket_descriptor))
         if (info.family, info.socket_type) != (family, socket_type):
             raise ValueError(
                 f"descriptor {socket_descriptor} on agent {self.url} is "

@@ -1,4 +1,19 @@
-"""What `receive` returns: the seed's ResultUIntList."""
+"""What calls return besides sockets: the seed's ResultUIntList, and the descriptor `accept` gives."""
+
+from typing import Self
+
+
+class Descriptor(int):
+    """A descriptor the agent issued (what `accept` returns): an int that remembers the agent's boot id, so
+    `Socket(family, type, descriptor)` after an agent restart raises AgentRestartedError instead of wrapping
+    whatever new socket now has that number. A plain int typed in by hand carries no boot id and is trusted."""
+
+    boot: str | None
+
+    def __new__(cls, value: int, boot: str | None) -> Self:
+        descriptor = super().__new__(cls, value)
+        descriptor.boot = boot
+        return descriptor
 
 
 class ResultUIntList:

@@ -88,3 +88,28 @@ def test_a_host_name_with_quotes_and_equals_signs_is_quoted(audited: AgentProces
         sock.connect(host, 9)
     lines = [parse(line) for line in audited.audit_path.read_text().splitlines() if "forged" in line]
     assert [fields["peer"] for fields in lines if fields["action"] == "connect"] == [f"{host}:9"]
+
+
+def close_lines(path: Path, descriptor: int) -> list[str]:
+    lines = [parse(line) for line in path.read_text().splitlines()]
+    return [f["outcome"] for f in lines if f["action"] == "close" and f.get("descriptor") == str(descriptor)]
+
+
+def test_a_close_that_closed_nothing_is_not_logged_as_ok(audited: AgentProcess) -> None:
+    with Agent(audited.url, token=audited.token) as agent:
+        sock = agent.Socket("AF_INET", "SOCK_DGRAM")
+        sock.close()
+        agent.call("close", descriptor=sock.descriptor)  # closed already
+        agent.call("close", descriptor=10**6)  # never issued, or another principal's: alike
+    assert close_lines(audited.audit_path, sock.descriptor) == ["ok", "not_open: nothing was closed"]
+    assert close_lines(audited.audit_path, 10**6) == ["not_open: nothing was closed"]
+
+
+def test_sockets_closed_at_shutdown_are_logged(tmp_path: Path) -> None:
+    audit_path = tmp_path / "audit.log"
+    with AgentProcess("--audit-log", str(audit_path), log_dir=str(tmp_path)) as process:
+        with Agent(process.url, token=process.token) as agent:
+            descriptors = [agent.Socket("AF_INET", kind).descriptor for kind in ("SOCK_DGRAM", "SOCK_STREAM")]
+        assert process.stop() == 0
+    for descriptor in descriptors:
+        assert close_lines(audit_path, descriptor) == ["closed at shutdown"]

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from agent.dispatch import Dispatcher
-from agent.ledger import Outcome
+from agent.ledger import Ledger, Outcome
 from agent.policy import Policy, RuleSet
 from agent.settings import Limits, Principal, Settings
 from engee_client import AsyncAgent, AsyncSocket
@@ -304,5 +304,58 @@ def test_closing_the_dispatcher_closes_every_socket_and_wakes_waiting_calls(make
         detail = refused(await asyncio.wait_for(receive, 2), ErrorCode.OS_ERROR)
         assert detail.errno_name == "EBADF"
         refused(await call(dispatcher, METHODS.describe, descriptor=waiting), ErrorCode.BAD_DESCRIPTOR)
+
+    run(test)
+
+
+def test_a_flooding_principal_cannot_evict_another_principals_answer(make: Make) -> None:
+    dispatcher = make()
+    dispatcher.ledger = Ledger(answers_per_principal=50, answers_total=60)
+
+    async def test() -> None:
+        alices = CallId("alice-session", 1)
+        first = await call(dispatcher, METHODS.socket, call_id=alices)
+        for seq in range(1, 200):  # bob never acknowledges: over his own bound, and over the whole agent's
+            await call(dispatcher, METHODS.is_open, BOB, call_id=CallId("bob-session", seq), descriptor=1)
+        assert len(dispatcher.ledger) <= 60
+        assert await call(dispatcher, METHODS.socket, call_id=alices) == first  # kept: the retry gets it again
+        assert len(dispatcher.table) == 1  # and the socket call did not run twice
+
+    run(test)
+
+
+def test_a_cancelled_wait_gives_back_what_it_took(make: Make) -> None:
+    dispatcher = make()
+
+    async def test() -> None:
+        info = await call(dispatcher, METHODS.socket, socket_type="SOCK_STREAM")
+        assert isinstance(info, m.SocketInfo)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            await call(
+                dispatcher,
+                METHODS.connect,
+                descriptor=info.descriptor,
+                host="127.0.0.1",
+                port=listener.getsockname()[1],
+            )
+            peer, _ = listener.accept()
+            with peer:
+                waiting = asyncio.ensure_future(
+                    call(dispatcher, METHODS.receive, call_id=CallId("s", 1), descriptor=info.descriptor, bufsize=1000)
+                )
+                peer.send(b"0123456789")
+                taken = await waiting  # the client never saw this answer: it was interrupted
+                assert isinstance(taken, m.ReceiveResponse) and taken.data == b"0123456789"
+                again = await call(
+                    dispatcher,
+                    METHODS.receive,
+                    call_id=CallId("s", 2, cancel=(1,)),
+                    descriptor=info.descriptor,
+                    bufsize=4,
+                    wait=0,
+                )
+                assert isinstance(again, m.ReceiveResponse) and again.data == b"0123"
+                rest = await call(dispatcher, METHODS.receive, descriptor=info.descriptor, bufsize=100, wait=0)
+                assert isinstance(rest, m.ReceiveResponse) and rest.data == b"456789"
 
     run(test)

@@ -108,6 +108,11 @@ def test_agent_restart_is_reported_and_new_sockets_work(tmp_path) -> None:
     try:
         agent = Agent(first.url, token=first.token)
         old = agent.Socket("AF_INET", "SOCK_DGRAM")
+        listener = agent.Socket("AF_INET", "SOCK_STREAM")
+        listener.bind("127.0.0.1", 0)
+        listener.listen(1)
+        with socket.create_connection(listener.local_address):
+            accepted = listener.accept(timeout=10)
         first.stop()
         second = AgentProcess("--port", str(port), token=first.token, log_dir=str(tmp_path)).start()
         try:
@@ -115,6 +120,12 @@ def test_agent_restart_is_reported_and_new_sockets_work(tmp_path) -> None:
             with pytest.raises(AgentRestartedError, match="restarted"):
                 old.send(b"must not reach the new socket")
             old.close()  # closing a socket the restart took away is not an error
+            while agent.Socket("AF_INET", "SOCK_DGRAM").descriptor < accepted:  # a new socket gets its number
+                pass
+            with pytest.raises(AgentRestartedError, match="restarted"):  # accept's int remembers the agent's boot
+                agent.Socket("AF_INET", "SOCK_STREAM", accepted)
+            typed_in = agent.Socket("AF_INET", "SOCK_DGRAM", int(accepted))  # a plain int is taken as it is
+            assert typed_in.descriptor == accepted
         finally:
             second.stop()
     finally:
