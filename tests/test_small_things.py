@@ -34,3 +34,28 @@ def test_status_shows_an_ipv6_address_in_brackets(agent_process: AgentProcess, a
         ).json()
     rows = [row for row in status["sockets"] if row["descriptor"] == sock.descriptor]
     assert rows and rows[0]["local"] == f"[::1]:{port}"
+
+
+# b. the status page's refusals say what is wrong
+
+
+def test_a_wrong_token_in_the_status_link_is_called_wrong(agent_process: AgentProcess) -> None:
+    reply = httpx.get(agent_process.url + "/?token=wrong")
+    assert reply.status_code == 401
+    assert reply.json()["error"]["message"].startswith("wrong token")
+
+
+def test_the_status_page_cookie_on_a_call_that_acts_says_it_can_only_look(agent_process: AgentProcess) -> None:
+    with httpx.Client(base_url=agent_process.url, follow_redirects=True) as browser:
+        assert browser.get(f"/?token={agent_process.token}").status_code == 200
+        reply = browser.post("/v1/socket", json={})
+    assert reply.status_code == 401
+    message = reply.json()["error"]["message"]
+    assert "wrong token" not in message
+    assert "cookie" in message and "only look" in message and "Authorization: Bearer <token>" in message
+
+
+def test_a_cookie_python_cannot_parse_is_no_token_not_an_internal_error(agent_process: AgentProcess) -> None:
+    reply = httpx.get(agent_process.url + "/v1/status", headers={"Cookie": "a<b=1"})
+    assert reply.status_code == 401
+    assert reply.json()["error"]["message"].startswith("missing token")
