@@ -1,11 +1,12 @@
 """Smaller things a user meets (issue 11, item 8): each against a real agent on loopback where it concerns one."""
 
 import socket
+import time
 
 import httpx
 import pytest
 
-from engee_client import Agent
+from engee_client import Agent, AsyncAgent, DefaultAgent
 from lab.process import AgentProcess
 
 
@@ -59,3 +60,33 @@ def test_a_cookie_python_cannot_parse_is_no_token_not_an_internal_error(agent_pr
     reply = httpx.get(agent_process.url + "/v1/status", headers={"Cookie": "a<b=1"})
     assert reply.status_code == 401
     assert reply.json()["error"]["message"].startswith("missing token")
+
+
+# c. an agent URL without http:// or https:// fails at once
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8700", "localhost:8700", "ftp://127.0.0.1:8700", "http://"])
+def test_an_agent_url_without_a_scheme_fails_at_once(url: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="http:// or https://") as caught:
+        Agent(url, token="t")
+    assert repr(url) in str(caught.value)
+    with pytest.raises(ValueError, match="http:// or https://"):
+        AsyncAgent(url, token="t")
+    assert time.monotonic() - started < 1
+
+
+def test_sockets_with_an_agent_url_without_a_scheme_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGEE_AGENT_URL", "127.0.0.1:8700")
+    monkeypatch.setenv("ENGEE_AGENT_TOKEN", "t")
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="'127.0.0.1:8700' .*http:// or https://"):
+        DefaultAgent().Socket("AF_INET", "SOCK_DGRAM")
+    assert time.monotonic() - started < 1
+
+
+def test_an_injected_transport_takes_any_url() -> None:
+    class Transport:
+        url = "inprocess://agent"
+
+    assert Agent("inprocess://agent", transport=Transport()).url == "inprocess://agent"  # type: ignore[arg-type]
