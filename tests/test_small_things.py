@@ -8,6 +8,8 @@ import pytest
 
 from engee_client import Agent, AsyncAgent, DefaultAgent
 from lab.process import AgentProcess
+from protocol import ErrorCode, ErrorDetail, exception_for
+from protocol.errors import detail_from_os_error
 
 
 def _has_ipv6_loopback() -> bool:
@@ -90,3 +92,28 @@ def test_an_injected_transport_takes_any_url() -> None:
         url = "inprocess://agent"
 
     assert Agent("inprocess://agent", transport=Transport()).url == "inprocess://agent"  # type: ignore[arg-type]
+
+
+# d. a name that does not resolve raises socket.gaierror, as a local socket does
+
+
+def test_an_unresolvable_name_raises_gaierror(agent: Agent) -> None:
+    name = "no-such-host.invalid"  # the reserved TLD never resolves; no traffic leaves for it
+    with pytest.raises(socket.gaierror) as local:
+        socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)
+    with agent.Socket() as sock, pytest.raises(socket.gaierror) as caught:
+        sock.connect(name, 80)
+    assert caught.value.errno == local.value.errno
+    message = str(caught.value)
+    assert f"connect on descriptor {sock.descriptor} (agent {agent.url}): cannot resolve {name!r}" in message
+
+
+def test_a_resolver_error_travels_by_name_and_becomes_the_clients_own_number() -> None:
+    detail = detail_from_os_error(socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "connect", 3)
+    assert detail.errno_name == "EAI_NONAME"
+    elsewhere = ErrorDetail(code=ErrorCode.OS_ERROR, message="no such name", errno=11001, errno_name="EAI_NONAME")
+    error = exception_for(elsewhere, "connect on descriptor 3 (agent http://lab:8700)")
+    assert type(error) is socket.gaierror and error.errno == socket.EAI_NONAME
+    assert str(error).endswith("connect on descriptor 3 (agent http://lab:8700): no such name")
+    odd = ErrorDetail(code=ErrorCode.OS_ERROR, message="odd", errno=5, errno_name="__doc__")
+    assert exception_for(odd, "here").errno == 5  # a name that is not a number of this client's is ignored
