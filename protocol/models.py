@@ -1,8 +1,9 @@
 """Request and response models of every Sockets method, with the bounds the agent enforces."""
 
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from .addresses import host_port
 from .payload import MAX_PAYLOAD, Payload
@@ -10,13 +11,27 @@ from .payload import MAX_PAYLOAD, Payload
 Family = Literal["AF_INET", "AF_INET6"]
 SocketType = Literal["SOCK_STREAM", "SOCK_DGRAM"]
 Descriptor = Annotated[int, Field(ge=1, le=2**53, description="A descriptor issued by the agent.")]
+
+
+def _unbracketed(value: object) -> object:
+    """`[::1]` as `::1`: one pair of brackets around an IPv6 literal, as in a URL, is taken off."""
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:
+            ipaddress.IPv6Address(value[1:-1])
+        except ValueError:
+            return value
+        return value[1:-1]
+    return value
+
+
 Host = Annotated[
     str,
+    BeforeValidator(_unbracketed),
     Field(
         min_length=1,
         max_length=253,
         pattern=r"^[^\x00-\x20]+$",
-        description="An IP address or a host name, resolved on the agent.",
+        description="An IP address (an IPv6 one may be in brackets) or a host name, resolved on the agent.",
     ),
 ]
 Port = Annotated[int, Field(ge=0, le=65535)]

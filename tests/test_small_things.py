@@ -10,6 +10,7 @@ from engee_client import Agent, AsyncAgent, DefaultAgent
 from lab.process import AgentProcess
 from protocol import ErrorCode, ErrorDetail, exception_for
 from protocol.errors import detail_from_os_error
+from protocol.models import BindRequest, ConnectRequest
 
 
 def _has_ipv6_loopback() -> bool:
@@ -117,3 +118,22 @@ def test_a_resolver_error_travels_by_name_and_becomes_the_clients_own_number() -
     assert str(error).endswith("connect on descriptor 3 (agent http://lab:8700): no such name")
     odd = ErrorDetail(code=ErrorCode.OS_ERROR, message="odd", errno=5, errno_name="__doc__")
     assert exception_for(odd, "here").errno == 5  # a name that is not a number of this client's is ignored
+
+
+# e. an IPv6 literal in brackets is a host like the same literal without
+
+
+def test_one_pair_of_brackets_around_an_ipv6_literal_is_accepted() -> None:
+    assert BindRequest(descriptor=1, host="[::1]", port=0).host == "::1"
+    assert ConnectRequest(descriptor=1, host="[fe80::1%eth0]", port=1).host == "fe80::1%eth0"
+    assert BindRequest(descriptor=1, host="[lab.example]", port=0).host == "[lab.example]"  # not a literal: kept
+
+
+@needs_ipv6
+def test_bind_and_connect_take_a_bracketed_ipv6_host(agent: Agent) -> None:
+    with agent.Socket("AF_INET6", "SOCK_DGRAM") as server, agent.Socket("AF_INET6", "SOCK_DGRAM") as client:
+        server.bind("[::1]", 0)
+        assert server.local_address is not None and server.local_address[0] == "::1"
+        client.connect("[::1]", server.local_address[1])
+        client.send(b"bracketed")
+        assert bytes(server.receive(100, timeout=10)) == b"bracketed"
