@@ -3,7 +3,7 @@
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .addresses import host_port
 from .payload import MAX_PAYLOAD, Payload
@@ -24,6 +24,20 @@ def _unbracketed(value: object) -> object:
     return value
 
 
+def _dns_labels(host: str) -> str:
+    """Every label of a name (what lies between dots; a trailing dot ends a full name) is 1..63 characters,
+    also in the ASCII form the agent's resolver looks up, so no IDNA codec error reaches the caller."""
+    for label in host.removesuffix(".").split("."):
+        if not 1 <= len(label) <= 63:
+            raise ValueError(f"{host!r} has a label of {len(label)} characters; a DNS label is 1..63 characters")
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        reason = exc.__cause__ or exc
+        raise ValueError(f"{host!r} has no ASCII form to look up ({reason}); a DNS label is 1..63 characters") from None
+    return host
+
+
 Host = Annotated[
     str,
     BeforeValidator(_unbracketed),
@@ -33,6 +47,7 @@ Host = Annotated[
         pattern=r"^[^\x00-\x20]+$",
         description="An IP address (an IPv6 one may be in brackets) or a host name, resolved on the agent.",
     ),
+    AfterValidator(_dns_labels),
 ]
 Port = Annotated[int, Field(ge=0, le=65535)]
 LONG_POLL = 20.0

@@ -6,11 +6,13 @@ import time
 import httpx
 import pytest
 
-from engee_client import Agent, AsyncAgent, DefaultAgent
+from engee_client import Agent, AgentUnreachableError, AsyncAgent, DefaultAgent
 from lab.process import AgentProcess
 from protocol import ErrorCode, ErrorDetail, exception_for
 from protocol.errors import detail_from_os_error
 from protocol.models import BindRequest, ConnectRequest
+
+from .conftest import free_port
 
 
 def _has_ipv6_loopback() -> bool:
@@ -137,3 +139,34 @@ def test_bind_and_connect_take_a_bracketed_ipv6_host(agent: Agent) -> None:
         client.connect("[::1]", server.local_address[1])
         client.send(b"bracketed")
         assert bytes(server.receive(100, timeout=10)) == b"bracketed"
+
+
+# f. a DNS label over 63 characters is named as such, before any network call
+
+
+LONG_LABEL = "a" * 64 + ".example"
+
+
+def test_a_long_dns_label_is_refused_before_any_network_call() -> None:
+    dead = Agent(f"http://127.0.0.1:{free_port(socket.SOCK_STREAM)}", token="t", retry_for=0)
+    for method in ("bind", "connect"):
+        with pytest.raises(ValueError, match=r"host: .*64 characters.*a DNS label is 1\.\.63 characters"):
+            dead.call(method, descriptor=1, host=LONG_LABEL, port=80)
+    with pytest.raises(ValueError, match=r"host: .*0 characters.*a DNS label is 1\.\.63 characters"):
+        dead.call("connect", descriptor=1, host="lab..example", port=80)
+    with pytest.raises(ValueError, match=r"host: .*too long.*a DNS label is 1\.\.63 characters"):
+        dead.call("connect", descriptor=1, host="\u00fc" * 60 + ".example", port=80)  # 60, but longer in ASCII
+    with pytest.raises(AgentUnreachableError):  # a trailing dot is a full name, fine: this one goes out
+        dead.call("connect", descriptor=1, host="lab.example.", port=80)
+
+
+def test_the_agent_refuses_a_long_dns_label_naming_the_field(agent_process: AgentProcess, agent: Agent) -> None:
+    with agent.Socket() as sock:
+        reply = httpx.post(
+            agent_process.url + "/v1/connect",
+            headers={"Authorization": f"Bearer {agent_process.token}"},
+            json={"descriptor": sock.descriptor, "host": LONG_LABEL, "port": 80},
+        )
+    assert reply.status_code == 422
+    assert "a DNS label is 1..63 characters" in reply.json()["error"]["message"]
+    assert "host" in reply.json()["error"]["message"]
