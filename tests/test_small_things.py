@@ -1,5 +1,6 @@
 """Smaller things a user meets (issue 11, item 8): each against a real agent on loopback where it concerns one."""
 
+import asyncio
 import socket
 import time
 
@@ -170,3 +171,28 @@ def test_the_agent_refuses_a_long_dns_label_naming_the_field(agent_process: Agen
     assert reply.status_code == 422
     assert "a DNS label is 1..63 characters" in reply.json()["error"]["message"]
     assert "host" in reply.json()["error"]["message"]
+
+
+# g. a wrong message for send names the method, the descriptor and the agent
+
+
+def test_send_of_a_str_names_the_call(agent: Agent) -> None:
+    with agent.Socket("AF_INET", "SOCK_DGRAM") as sock:
+        prefix = f"send on descriptor {sock.descriptor} (agent {agent.url}): "
+        with pytest.raises(TypeError) as caught:
+            sock.send("text")
+        assert str(caught.value).startswith(prefix) and "encode it first" in str(caught.value)
+        with pytest.raises(ValueError) as out_of_range:
+            sock.send([300])
+        assert str(out_of_range.value).startswith(prefix)
+
+
+def test_async_send_of_a_str_names_the_call(agent_process: AgentProcess) -> None:
+    async def main() -> None:
+        async with AsyncAgent(agent_process.url, token=agent_process.token) as lab:
+            sock = await lab.Socket("AF_INET", "SOCK_DGRAM")
+            async with sock:
+                with pytest.raises(TypeError, match=rf"^send on descriptor {sock.descriptor} \(agent "):
+                    await sock.send("text")
+
+    asyncio.run(main())
