@@ -7,7 +7,7 @@ Origin must be one the agent was told to allow.
 
 import hmac
 import ipaddress
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +20,10 @@ from .settings import Principal
 _HINT = (
     "pass the token the agent printed at start as the header 'Authorization: Bearer <token>', "
     "or open the status page by the link the agent printed"
+)
+_COOKIE_CANNOT_ACT = (
+    "the status page's cookie can only look (GET), never act: "
+    "pass the token as the header 'Authorization: Bearer <token>'"
 )
 PRINCIPAL = "engee.principal"
 """The scope key under which the calling principal travels to the endpoints."""
@@ -60,8 +64,9 @@ class Gate:
             await send(message)
 
         headers = dict(scope["headers"])
-        principal = self._principal(_credential(scope, headers))
-        refusal = self._refusal(principal, headers)
+        given = _credential(scope, headers)
+        principal = self._principal(given)
+        refusal = self._refusal(principal, given, headers)
         if refusal:
             self.audit.record(principal.name if principal else "-", scope["path"], f"{refusal[0].value}: {refusal[1]}")
             await _refuse(*refusal, send_with_boot)
@@ -76,10 +81,13 @@ class Gate:
                 found = principal
         return found
 
-    def _refusal(self, principal: Principal | None, headers: dict[bytes, bytes]) -> tuple[ErrorCode, str] | None:
+    def _refusal(
+        self, principal: Principal | None, given: bytes | None, headers: dict[bytes, bytes]
+    ) -> tuple[ErrorCode, str] | None:
         if principal is None:
-            problem = "wrong token" if b"authorization" in headers or b"cookie" in headers else "missing token"
-            return ErrorCode.UNAUTHORIZED, f"{problem}: {_HINT}"
+            if given is None and _cookie(headers):  # on a call that acts, which takes no cookie
+                return ErrorCode.UNAUTHORIZED, _COOKIE_CANNOT_ACT
+            return ErrorCode.UNAUTHORIZED, f"{'missing' if given is None else 'wrong'} token: {_HINT}"
         host = headers.get(b"host", b"")
         if host not in self._good_hosts:
             name = _hostname(host.decode("latin-1"))
@@ -105,8 +113,17 @@ def _credential(scope: Scope, headers: dict[bytes, bytes]) -> bytes | None:
         return headers.get(b"authorization")
     if scope["path"] == "/" and (token := parse_qs(scope["query_string"].decode("latin-1")).get("token")):
         return f"Bearer {token[-1]}".encode()
-    cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1")).get(COOKIE)
-    return f"Bearer {cookie.value}".encode() if cookie else None
+    cookie = _cookie(headers)
+    return f"Bearer {cookie}".encode() if cookie else None
+
+
+def _cookie(headers: dict[bytes, bytes]) -> str | None:
+    """The status page's cookie, if the request carries it (among cookies of any shape)."""
+    try:
+        cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1")).get(COOKIE)
+    except CookieError:  # another site's cookie on the same host name, with a key Python will not take
+        return None
+    return cookie.value if cookie else None
 
 
 def _hostname(host: str) -> str:

@@ -28,8 +28,6 @@ _RECVMSG = hasattr(socket.socket, "recvmsg")
 """Windows has no recvmsg, so there a datagram cut to bufsize cannot say so."""
 Given = TypeVar("Given", m.ReceiveResponse, m.AcceptResponse)
 
-_GAI_ERRORS = {getattr(socket, name): name for name in dir(socket) if name.startswith("EAI_")}
-
 
 class Operations:
     """The Sockets methods over a descriptor table; method names match the method table."""
@@ -224,9 +222,8 @@ class Operations:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, family=entry.sock.family, type=entry.sock.type)
-        except socket.gaierror as exc:
-            name = _GAI_ERRORS.get(exc.errno, "EAI_FAIL")
-            raise OSError(exc.errno, f"cannot resolve {host!r} for {entry.family}: {exc.strerror} ({name})") from None
+        except socket.gaierror as exc:  # sent with its EAI_* name; the client raises socket.gaierror
+            raise socket.gaierror(exc.errno, f"cannot resolve {host!r} for {entry.family}: {exc.strerror}") from None
         address: SocketAddress = infos[0][4]
         refusal = await self.policy.refusal(action, str(address[0]), int(address[1]), self._resolve_rule_name)
         if refusal:

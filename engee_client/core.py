@@ -181,7 +181,11 @@ class SocketCore:
         return 0
 
     def _send_flow(self, message: Any) -> Flow[int]:
-        data = to_bytes(message)
+        try:
+            data = to_bytes(message)
+        except (TypeError, ValueError) as exc:  # "message must be bytes ...: encode it first", and where
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"{self._where('send')}: {exc}") from None
         if self.socket_type == "SOCK_DGRAM" or len(data) <= CHUNK:
             return (yield from self._call(METHODS.send, data=data)).sent
         sent = 0

@@ -58,7 +58,7 @@ class Wire:
     """The HTTP form of every call to the agent at `url`: the request to build, and what a reply means."""
 
     def __init__(self, url: str, token: str) -> None:
-        self.url = url.rstrip("/")
+        self.url = _http_url(url).rstrip("/")
         self._auth = ("Authorization", f"Bearer {token}")
         self._urls = {method.name: httpx.URL(self.url + method.path) for method in METHODS}
 
@@ -136,6 +136,17 @@ class Backoff:
             raise AgentUnreachableError(f"{where}: cannot reach the agent: {exc or type(exc).__name__}") from exc
         self._attempt += 1
         return pause
+
+
+def _http_url(url: str) -> str:
+    """`url`, if it is an http:// or https:// URL with a host; else ValueError at once, not retries."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"the agent URL {url!r} needs http:// or https:// and a host, as in 'http://127.0.0.1:8700'")
+    return url
 
 
 def _permanent(exc: BaseException | None) -> bool:

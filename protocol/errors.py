@@ -1,11 +1,12 @@
 """The one error mapping: error codes, their HTTP status, and the exception each becomes.
 
 The agent turns what went wrong into an `ErrorBody`; the client turns that body back into the
-exception a local socket would have raised. OS errors travel by errno name, because errno
-numbers differ between the agent's OS and the client's.
+exception a local socket would have raised. OS errors travel by errno name (resolver errors by
+their EAI_* name), because the numbers differ between the agent's OS and the client's.
 """
 
 import errno as errno_module
+import socket
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -131,7 +132,10 @@ def detail_from_os_error(exc: OSError, method: str | None, descriptor: int | Non
     number = exc.errno
     if isinstance(exc, TimeoutError) and number is None:
         number = errno_module.ETIMEDOUT
-    name = errno_module.errorcode.get(number) if number is not None else None
+    if isinstance(exc, socket.gaierror):
+        name: str | None = _GAI_NAMES.get(number, "EAI_FAIL") if number is not None else "EAI_FAIL"
+    else:
+        name = errno_module.errorcode.get(number) if number is not None else None
     return ErrorDetail(
         code=ErrorCode.OS_ERROR,
         message=exc.strerror or str(exc) or type(exc).__name__,
@@ -146,11 +150,12 @@ def exception_for(detail: ErrorDetail, where: str) -> Exception:
     """The exception a caller should see; `where` names the call and the agent for the message."""
     message = f"{where}: {detail.message}"
     if detail.code in (ErrorCode.OS_ERROR, ErrorCode.BAD_DESCRIPTOR):
-        number = getattr(errno_module, detail.errno_name or "", None) or detail.errno
+        number = _local_number(detail.errno_name) or detail.errno
         if detail.code is ErrorCode.BAD_DESCRIPTOR:
             number = errno_module.EBADF
         # OSError(errno, ...) returns the matching subclass: ConnectionRefusedError, TimeoutError, ...
-        return OSError(number, message) if number else OSError(message)
+        kind = socket.gaierror if (detail.errno_name or "").startswith("EAI_") else OSError
+        return kind(number, message) if number else kind(message)
     if detail.code is ErrorCode.PERMISSION_DENIED:
         return PermissionError(errno_module.EACCES, message)
     if detail.code in (ErrorCode.BAD_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE):
@@ -164,3 +169,13 @@ def exception_for(detail: ErrorDetail, where: str) -> Exception:
     if detail.code is ErrorCode.CALL_ID_REUSED:
         return ProtocolError(message)
     return AgentError(message)
+
+
+_GAI_NAMES = {getattr(socket, name): name for name in dir(socket) if name.startswith("EAI_")}
+"""The resolver's error names (socket.gaierror's EAI_NONAME, ...) by this machine's numbers."""
+
+
+def _local_number(name: str | None) -> int | None:
+    """This machine's number for an errno name, or for a resolver error's EAI_* name."""
+    number = getattr(socket if name.startswith("EAI_") else errno_module, name, None) if name else None
+    return number if isinstance(number, int) else None

@@ -1,8 +1,9 @@
 """Request and response models of every Sockets method, with the bounds the agent enforces."""
 
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .addresses import host_port
 from .payload import MAX_PAYLOAD, Payload
@@ -10,14 +11,43 @@ from .payload import MAX_PAYLOAD, Payload
 Family = Literal["AF_INET", "AF_INET6"]
 SocketType = Literal["SOCK_STREAM", "SOCK_DGRAM"]
 Descriptor = Annotated[int, Field(ge=1, le=2**53, description="A descriptor issued by the agent.")]
+
+
+def _unbracketed(value: object) -> object:
+    """`[::1]` as `::1`: one pair of brackets around an IPv6 literal, as in a URL, is taken off."""
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:
+            ipaddress.IPv6Address(value[1:-1])
+        except ValueError:
+            return value
+        return value[1:-1]
+    return value
+
+
+def _dns_labels(host: str) -> str:
+    """Every label of a name (what lies between dots; a trailing dot ends a full name) is 1..63 characters,
+    also in the ASCII form the agent's resolver looks up, so no IDNA codec error reaches the caller."""
+    for label in host.removesuffix(".").split("."):
+        if not 1 <= len(label) <= 63:
+            raise ValueError(f"{host!r} has a label of {len(label)} characters; a DNS label is 1..63 characters")
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        reason = exc.__cause__ or exc
+        raise ValueError(f"{host!r} has no ASCII form to look up ({reason}); a DNS label is 1..63 characters") from None
+    return host
+
+
 Host = Annotated[
     str,
+    BeforeValidator(_unbracketed),
     Field(
         min_length=1,
         max_length=253,
         pattern=r"^[^\x00-\x20]+$",
-        description="An IP address or a host name, resolved on the agent.",
+        description="An IP address (an IPv6 one may be in brackets) or a host name, resolved on the agent.",
     ),
+    AfterValidator(_dns_labels),
 ]
 Port = Annotated[int, Field(ge=0, le=65535)]
 LONG_POLL = 20.0
