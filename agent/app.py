@@ -19,6 +19,7 @@ from protocol import AGENT_PATH, BOOT_HEADER, HEALTH_PATH, META_HEADER, ErrorBod
 from protocol.errors import code_for_status
 from protocol.models import AgentInfo
 
+from .channel import add_channel_route
 from .dispatch import Dispatcher
 from .gate import Gate
 from .http import SECURITY, add_method_routes, error_response
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Real OS sockets on this machine, driven over HTTP by a remote notebook.",
     )
     add_method_routes(app, dispatcher)
+    add_channel_route(app, dispatcher)
 
     @app.get(
         AGENT_PATH,

@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from protocol import TOKEN_VARIABLE, URL_VARIABLE, bracketed
+from protocol.channel import MAX_FRAME, PING_INTERVAL
 
 from .app import create_app
 from .settings import Settings, SettingsError, load
@@ -93,12 +94,26 @@ def main(argv: list[str] | None = None) -> None:
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        # The channel: frames up to a maximal payload, no compression (socket bytes rarely shrink, and
+        # it costs every frame), and pings that find a dead link.
+        ws="websockets-sansio",
+        ws_max_size=MAX_FRAME,
+        ws_per_message_deflate=False,
+        ws_ping_interval=PING_INTERVAL,
+        ws_ping_timeout=PING_INTERVAL,
     )
+    logging.getLogger("uvicorn.error").addFilter(_refused_upgrades_are_not_errors)
     for sig in (signal.SIGINT, signal.SIGTERM):
         # uvicorn re-raises the signal that stopped it once it is done; a no-op handler turns
         # that into a plain exit with status 0 after the graceful shutdown.
         signal.signal(sig, lambda *_: None)
     AgentServer(config, app).run(sockets=[sock])
+
+
+def _refused_upgrades_are_not_errors(record: logging.LogRecord) -> bool:
+    """uvicorn calls a WebSocket upgrade answered with an HTTP refusal (the gate's 401/403) an unfinished
+    handshake; the gate's audit line says what happened."""
+    return record.getMessage() != "ASGI callable returned without completing handshake."
 
 
 class AgentServer(uvicorn.Server):

@@ -24,7 +24,7 @@ from .audit import AUDITED, Audit
 from .clients import Clients
 from .descriptors import DescriptorTable, Gone
 from .faults import CallerGone, Fault
-from .ledger import CallIdReused, Key, Ledger, Outcome
+from .ledger import CallIdReused, Ledger, Outcome
 from .operations import Operations
 from .settings import Principal, Settings
 
@@ -53,6 +53,7 @@ class Dispatcher:
             version=version,
             protocol_version=PROTOCOL_VERSION,
             methods=METHODS.names(),
+            transports=["http", "channel"],
         )
         self._operations: dict[str, Operation] = {
             method.name: getattr(self.operations, method.name) for method in METHODS
@@ -79,7 +80,7 @@ class Dispatcher:
             if call_id.done is not None:
                 self.ledger.acknowledge(principal.name, call_id.session, call_id.done)
             for seq in call_id.cancel:
-                self._cancel(principal, (call_id.session, seq))
+                self.cancel(principal, call_id.session, seq)
             try:
                 outcome = await self.ledger.run(
                     principal.name,
@@ -131,9 +132,9 @@ class Dispatcher:
             self.audit.record(principal.name, method.name, outcome, *_audit_subject(method.name, request, result))
         return result
 
-    def _cancel(self, principal: Principal, key: Key) -> None:
-        """The client gave up on call `key`: its wait ends, and what it took goes back to its socket."""
-        cancelled = self.ledger.cancel(principal.name, key)
+    def cancel(self, principal: Principal, session: str, seq: int) -> None:
+        """The client gave up on a call: its wait ends, and what it took goes back to its socket."""
+        cancelled = self.ledger.cancel(principal.name, (session, seq))
         if cancelled is not None and not isinstance(cancelled[1], ErrorDetail):
             self.operations.give_back(principal, cancelled[0], cancelled[1])
 

@@ -50,16 +50,13 @@ class Gate:
         self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        if scope["path"] == HEALTH_PATH:  # open to health checks, so it tells nothing, not even the boot id
+        # Health checks are open, so they tell nothing, not even the boot id.
+        if scope["type"] not in ("http", "websocket") or scope["path"] == HEALTH_PATH:
             await self.app(scope, receive, send)
             return
 
         async def send_with_boot(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] in _STARTS:
                 message["headers"] = [*message.get("headers", []), self.boot]
             await send(message)
 
@@ -69,7 +66,7 @@ class Gate:
         refusal = self._refusal(principal, given, headers)
         if refusal:
             self.audit.record(principal.name if principal else "-", scope["path"], f"{refusal[0].value}: {refusal[1]}")
-            await _refuse(*refusal, send_with_boot)
+            await _refuse(*refusal, send_with_boot, scope["type"])
             return
         scope[PRINCIPAL] = principal
         await self.app(scope, receive, send_with_boot)
@@ -108,8 +105,12 @@ class Gate:
 
 
 def _credential(scope: Scope, headers: dict[bytes, bytes]) -> bytes | None:
-    """The bearer token: the Authorization header, or for GETs the status page's cookie or link."""
-    if b"authorization" in headers or scope["method"] != "GET":
+    """The bearer token: the Authorization header, or for plain GETs the status page's cookie or link.
+
+    A WebSocket upgrade is a GET too, but a browser sends the cookie with any page's WebSocket: a
+    channel takes the Authorization header only, so no web page can open one (cross-site WebSocket
+    hijacking)."""
+    if scope["type"] == "websocket" or b"authorization" in headers or scope["method"] != "GET":
         return headers.get(b"authorization")
     if scope["path"] == "/" and (token := parse_qs(scope["query_string"].decode("latin-1")).get("token")):
         return f"Bearer {token[-1]}".encode()
@@ -140,10 +141,17 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-async def _refuse(code: ErrorCode, message: str, send: Send) -> None:
+_STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
+"""The messages that start an answer, which carry the boot id."""
+
+
+async def _refuse(code: ErrorCode, message: str, send: Send, kind: str = "http") -> None:
+    """An HTTP error answer; for a WebSocket, the same as the answer to its upgrade request (the server
+    offers the websocket.http.response extension), so no page ever gets a channel it may not have."""
     body = ErrorBody(error=ErrorDetail(code=code, message=message)).to_json().encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if code is ErrorCode.UNAUTHORIZED:
         headers.append((b"www-authenticate", b'Bearer realm="engee-agent"'))
-    await send({"type": "http.response.start", "status": code.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    prefix = "websocket.http" if kind == "websocket" else "http"
+    await send({"type": f"{prefix}.response.start", "status": code.status, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})

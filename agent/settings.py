@@ -62,6 +62,10 @@ class Limits:
     """Blocking calls (accept, connect, receive) waiting at once, everyone's: the ceiling over waits_per_principal."""
     waits_per_principal: int = 64
     """Blocking calls one principal may have waiting at once, so no principal can hold every wait."""
+    channel_grace: float = 180.0
+    """Seconds a channel's client may be gone before the sockets it opened are closed; 0 closes them at once."""
+    channel_calls: int = 1024
+    """Calls one channel may have in flight at once; past that each gets a limit_exceeded error frame."""
     idle_timeout: float = 3600.0
     """Seconds a socket may go without a call before the agent closes it; 0 never reaps."""
 

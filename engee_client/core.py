@@ -14,6 +14,7 @@ TypeError/ValueError before any network call, in both clients.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import math
 import os
@@ -208,7 +209,10 @@ class SocketCore:
                 return False
             socket_descriptor = self.descriptor
         try:
-            return (yield from self._call(METHODS.is_open, descriptor=socket_descriptor)).open
+            # Asked of the agent even for this socket's own descriptor: never refused for being closed here.
+            return (
+                yield from one_call(self.agent.url, METHODS.is_open, self._boot, None, descriptor=socket_descriptor)
+            )[0].open
         except AgentRestartedError:
             return False  # the restart closed every socket of before
 
@@ -227,6 +231,8 @@ class SocketCore:
 
     def _call(self, method: Method[Req, Resp], **fields: Any) -> Flow[Resp]:
         fields.setdefault("descriptor", self.descriptor)
+        if self._closed and fields["descriptor"] == self.descriptor:
+            raise self._not_open(method.name)
         return (yield from one_call(self.agent.url, method, self._boot, None, **fields))[0]
 
     def _wait(self, method: Method[Req, Waited], timeout: float | None, **fields: Any) -> Flow[Waited]:
@@ -247,6 +253,8 @@ class SocketCore:
                 )
         deadline = None if timeout is None else time.monotonic() + timeout
         fields["descriptor"] = self.descriptor
+        if self._closed:
+            raise self._not_open(name)
         url, boot = self.agent.url, self._boot
         while True:
             fields["wait"] = LONG_POLL if deadline is None else min(LONG_POLL, max(0.0, deadline - time.monotonic()))
@@ -256,6 +264,10 @@ class SocketCore:
                 return result
             if deadline is not None and time.monotonic() >= deadline:
                 raise _WaitExpired(f"{self._where(name)}: timed out after {timeout} s")
+
+    def _not_open(self, method: str) -> OSError:
+        """What a call on a socket this client closed raises, without asking the agent: what the agent would."""
+        return OSError(errno.EBADF, f"{self._where(method)}: descriptor {self.descriptor} is not open")
 
     def _where(self, method: str) -> str:
         return where(method, self.descriptor, self.agent.url)
@@ -306,6 +318,13 @@ class AgentCore:
                 raise ValueError(f"{method!r} is not a method of the agent (methods: {', '.join(METHODS.names())})")
             method = METHODS[method]
         return (yield from one_call(self.url, method, boot, seq, **fields))[0]
+
+
+def raise_failures(failures: list[ErrorDetail], url: str) -> None:
+    """Raise the first failure of pipelined sends that `flush` found, as the exception its error maps to."""
+    if failures:
+        first = failures[0]
+        raise exception_for(first, where(first.method or "send", first.descriptor, url))
 
 
 def credentials(url: str, token: str | None, verify: bool | str | None) -> tuple[str, bool | str]:

@@ -7,10 +7,11 @@ live in the core, so every transport behaves alike.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocol import AnyMethod, CallId, ErrorDetail
+from protocol import TRANSPORT_VARIABLE, AnyMethod, CallId, ErrorDetail
 from protocol.models import AgentInfo, Request, Response
 
 
@@ -32,6 +33,19 @@ class Reply:
     boot: str | None = None
 
 
+TRANSPORTS = ("auto", "channel", "http")
+"""What `transport=` may name: the channel when the agent offers one, the channel, or HTTP."""
+
+
+def transport_kind(kind: str | None) -> str:
+    """The transport `kind` names, or $ENGEE_AGENT_TRANSPORT, or auto; ValueError for anything else."""
+    chosen = kind or os.environ.get(TRANSPORT_VARIABLE) or "auto"
+    if chosen not in TRANSPORTS:
+        named = f"${TRANSPORT_VARIABLE}" if not kind else "transport"
+        raise ValueError(f"{named} = {chosen!r}: expected one of {', '.join(TRANSPORTS)}, or a transport object")
+    return chosen
+
+
 class Transport(Protocol):
     """A blocking transport. Failures of the link itself raise `AgentUnreachableError`."""
 
@@ -40,6 +54,10 @@ class Transport(Protocol):
     def call(self, call: Call) -> Reply: ...
 
     def identity(self) -> AgentInfo: ...
+
+    def flush(self, descriptor: int | None = None) -> list[ErrorDetail]:
+        """Wait for the answers of pipelined sends (of one socket, or all); the failures among them."""
+        ...
 
     def close(self) -> None: ...
 
@@ -52,5 +70,7 @@ class AsyncTransport(Protocol):
     async def call(self, call: Call) -> Reply: ...
 
     async def identity(self) -> AgentInfo: ...
+
+    async def flush(self, descriptor: int | None = None) -> list[ErrorDetail]: ...
 
     async def aclose(self) -> None: ...

@@ -129,7 +129,7 @@ class Backoff:
         self._deadline = deadline
         self._attempt = 0
 
-    def pause(self, exc: httpx.TransportError, where: str) -> float:
+    def pause(self, exc: BaseException, where: str) -> float:
         """Seconds to wait before the next attempt; AgentUnreachableError when no retry can help or time is up."""
         pause = min(0.05 * 2 ** (self._attempt - 1), 1.0) if self._attempt else 0.0
         if _permanent(exc) or time.monotonic() + pause > self._deadline:

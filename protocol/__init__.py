@@ -31,6 +31,7 @@ from .version import (
     PREFIX,
     PROTOCOL_VERSION,
     TOKEN_VARIABLE,
+    TRANSPORT_VARIABLE,
     URL_VARIABLE,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "PREFIX",
     "PROTOCOL_VERSION",
     "TOKEN_VARIABLE",
+    "TRANSPORT_VARIABLE",
     "URL_VARIABLE",
     "AgentError",
     "AgentRestartedError",

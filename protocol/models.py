@@ -185,3 +185,4 @@ class AgentInfo(Response):
     version: str
     protocol_version: int
     methods: list[str]
+    transports: list[str] = Field(default=["http"], description="How to call it: http, channel (/v1/channel).")

@@ -16,10 +16,20 @@ def agent_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentPro
         yield process
 
 
+TRANSPORTS = ("http", "channel")
+"""Every client test runs over both: the same behaviour, whatever carries the calls."""
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """The transport a client test runs over."""
+    return str(request.param)
+
+
 @pytest.fixture
-def agent(agent_process: AgentProcess) -> Iterator[Agent]:
+def agent(agent_process: AgentProcess, transport: str) -> Iterator[Agent]:
     """A client of the shared agent; after the test the agent must still be serving."""
-    client = Agent(agent_process.url, token=agent_process.token)
+    client = Agent(agent_process.url, token=agent_process.token, transport=transport)
     yield client
     assert agent_process.alive(), f"the agent died:\n{agent_process.output()}"
     assert client.info().protocol_version == 1

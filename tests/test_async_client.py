@@ -33,11 +33,13 @@ from .faulty_proxy import FaultyProxy
 T = TypeVar("T")
 
 
-def run(agent_process: AgentProcess, test: Callable[[AsyncAgent], Awaitable[T]], limit: float = 120.0) -> T:
+def run(
+    agent_process: AgentProcess, test: Callable[[AsyncAgent], Awaitable[T]], transport: str, limit: float = 120.0
+) -> T:
     """Run `test(agent)` in a fresh event loop with an AsyncAgent of the shared agent; the agent must live on."""
 
     async def main() -> T:
-        async with AsyncAgent(agent_process.url, token=agent_process.token) as agent:
+        async with AsyncAgent(agent_process.url, token=agent_process.token, transport=transport) as agent:
             return await asyncio.wait_for(test(agent), limit)
 
     result = asyncio.run(main())
@@ -82,12 +84,12 @@ def test_the_same_api_as_the_sync_client() -> None:
         p for p in blocking.values() if p.name != "transport"
     ]
     assert (awaited["transport"].annotation, blocking["transport"].annotation) == (
-        "AsyncTransport | None",
-        "Transport | None",
+        "AsyncTransport | str | None",
+        "Transport | str | None",
     )
 
 
-def test_seed_loop_with_awaits(agent_process: AgentProcess) -> None:
+def test_seed_loop_with_awaits(agent_process: AgentProcess, transport: str) -> None:
     async def test(agent: AsyncAgent) -> None:
         assert repr(agent) == f"AsyncAgent({agent_process.url!r})"
         assert (await agent.info()).protocol_version == 1
@@ -111,10 +113,10 @@ def test_seed_loop_with_awaits(agent_process: AgentProcess) -> None:
         assert not await socket_2.is_open(socket_1.descriptor)
         await socket_1.close()  # closing twice is fine
 
-    run(agent_process, test)
+    run(agent_process, test, transport)
 
 
-def test_function_style_and_context_managers(agent_process: AgentProcess) -> None:
+def test_function_style_and_context_managers(agent_process: AgentProcess, transport: str) -> None:
     async def test(agent: AsyncAgent) -> None:
         async with (
             await agent.Socket("AF_INET", "SOCK_DGRAM") as server,
@@ -133,10 +135,10 @@ def test_function_style_and_context_managers(agent_process: AgentProcess) -> Non
                 with pytest.raises(TypeError, match="first argument must be an AsyncSocket"):
                     await agent.bind(device, "127.0.0.1", 0)
 
-    run(agent_process, test)
+    run(agent_process, test, transport)
 
 
-def test_tcp_with_plain_python_sockets_on_both_sides(agent_process: AgentProcess) -> None:
+def test_tcp_with_plain_python_sockets_on_both_sides(agent_process: AgentProcess, transport: str) -> None:
     payload_out, payload_in = os.urandom(1 << 20), os.urandom(1 << 20)
 
     async def test(agent: AsyncAgent) -> None:
@@ -190,10 +192,10 @@ def test_tcp_with_plain_python_sockets_on_both_sides(agent_process: AgentProcess
             await conn.close()
             assert not await server.is_open(descriptor)
 
-    run(agent_process, test)
+    run(agent_process, test, transport)
 
 
-def test_many_sockets_receive_concurrently(agent_process: AgentProcess) -> None:
+def test_many_sockets_receive_concurrently(agent_process: AgentProcess, transport: str) -> None:
     async def test(agent: AsyncAgent) -> None:
         sockets = await asyncio.gather(*(agent.Socket("AF_INET", "SOCK_DGRAM") for _ in range(20)))
         await asyncio.gather(*(sock.bind("127.0.0.1", 0) for sock in sockets))
@@ -208,10 +210,10 @@ def test_many_sockets_receive_concurrently(agent_process: AgentProcess) -> None:
         assert [result.address for result in results] == [sender] * len(sockets)
         await asyncio.gather(*(sock.close() for sock in sockets))
 
-    run(agent_process, test)
+    run(agent_process, test, transport)
 
 
-def test_a_waiting_receive_never_delays_another_socket(agent_process: AgentProcess) -> None:
+def test_a_waiting_receive_never_delays_another_socket(agent_process: AgentProcess, transport: str) -> None:
     async def test(agent: AsyncAgent) -> None:
         quiet, _ = await udp_pair(agent)
         busy, sender = await udp_pair(agent)
@@ -226,10 +228,10 @@ def test_a_waiting_receive_never_delays_another_socket(agent_process: AgentProce
         await sender.send(b"wake up")
         assert bytes(await blocked) == b"wake up"
 
-    run(agent_process, test)
+    run(agent_process, test, transport)
 
 
-def test_errors_are_the_sync_clients(agent_process: AgentProcess) -> None:
+def test_errors_are_the_sync_clients(agent_process: AgentProcess, transport: str) -> None:
     async def test(agent: AsyncAgent) -> None:
         async with await agent.Socket() as client:
             with pytest.raises(ConnectionRefusedError) as caught:
@@ -273,11 +275,11 @@ def test_errors_are_the_sync_clients(agent_process: AgentProcess) -> None:
                 with pytest.raises(error, match=text):
                     await bad
 
-        async with AsyncAgent(agent.url, token="wrong-token") as stranger:
+        async with AsyncAgent(agent.url, token="wrong-token", transport=transport) as stranger:
             with pytest.raises(AuthenticationError, match="wrong token"):
                 await stranger.Socket()
 
-    run(agent_process, test)
+    run(agent_process, test, transport)
 
 
 def test_bad_arguments_fail_before_any_network_call() -> None:
@@ -300,7 +302,7 @@ def test_bad_arguments_fail_before_any_network_call() -> None:
     asyncio.run(test())
 
 
-def test_cancelled_receive_loses_nothing(agent_process: AgentProcess) -> None:
+def test_cancelled_receive_loses_nothing(agent_process: AgentProcess, transport: str) -> None:
     async def test(agent: AsyncAgent) -> None:
         server, client = await udp_pair(agent)
         with pytest.raises(TimeoutError):
@@ -353,16 +355,16 @@ def test_cancelled_receive_loses_nothing(agent_process: AgentProcess) -> None:
         await server.close()
         await client.close()
 
-    run(agent_process, test)
+    run(agent_process, test, transport)
 
 
-def test_datagrams_through_a_cutting_link_arrive_once_in_order(agent_process: AgentProcess) -> None:
+def test_datagrams_through_a_cutting_link_arrive_once_in_order(agent_process: AgentProcess, transport: str) -> None:
     """The async transport retries like the sync one: the same call ids again, so nothing is lost or doubled."""
     upstream = urlsplit(agent_process.url)
     proxy = FaultyProxy((upstream.hostname, upstream.port), cut=0.03, seed=11)
 
     async def test() -> None:
-        async with AsyncAgent(proxy.url, token=agent_process.token, retry_for=60) as flaky:
+        async with AsyncAgent(proxy.url, token=agent_process.token, retry_for=60, transport=transport) as flaky:
             server, client = await udp_pair(flaky)
             for i in range(500):
                 await client.send(f"datagram {i}".encode())

@@ -134,8 +134,8 @@ def fenced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
 
 
 @pytest.fixture
-def client(fenced: AgentProcess) -> Iterator[Agent]:
-    with Agent(fenced.url, token=fenced.token) as agent:
+def client(fenced: AgentProcess, transport: str) -> Iterator[Agent]:
+    with Agent(fenced.url, token=fenced.token, transport=transport) as agent:
         yield agent
     assert fenced.alive()
 

@@ -1,6 +1,7 @@
 """Nothing lost or duplicated: call ids, retries through a link that cuts, interrupted calls."""
 
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -26,9 +27,9 @@ def proxy(agent_process: AgentProcess) -> Iterator[FaultyProxy]:
 
 
 @pytest.fixture
-def flaky(proxy: FaultyProxy, agent_process: AgentProcess) -> Iterator[Agent]:
+def flaky(proxy: FaultyProxy, agent_process: AgentProcess, transport: str) -> Iterator[Agent]:
     """A client whose every connection to the agent may be cut, mid-request or mid-response."""
-    with Agent(proxy.url, token=agent_process.token, retry_for=60) as agent:
+    with Agent(proxy.url, token=agent_process.token, retry_for=60, transport=transport) as agent:
         yield agent
 
 
@@ -112,14 +113,15 @@ def test_a_retry_joins_a_running_call_and_acknowledged_answers_are_forgotten(htt
         server.bind("127.0.0.1", 0)
         client.connect(*server.local_address)
         call = {"descriptor": server.descriptor, "bufsize": 100, "wait": 10}
-        headers = {"X-Engee-Call": "s2.1"}
+        session = secrets.token_hex(4)  # each run its own session: the agent is shared
+        headers = {"X-Engee-Call": f"{session}.1"}
         waiting = [Background(lambda: http.post("/v1/receive", json=call, headers=headers).json()) for _ in range(2)]
         client.send(b"once")
         answers = [background.join_result() for background in waiting]
         assert answers[0] == answers[1] and answers[0]["data"] == "b25jZQ=="  # both got the one datagram
         client.send(b"twice")
         assert http.post("/v1/receive", json=call, headers=headers).json() == answers[0]  # the same answer again
-        acknowledged = {"X-Engee-Call": "s2.2 done=1"}
+        acknowledged = {"X-Engee-Call": f"{session}.2 done=1"}
         assert http.post("/v1/receive", json=call, headers=acknowledged).json()["data"] == "dHdpY2U="
         call["wait"] = 0
         assert http.post("/v1/receive", json=call, headers=headers).json()["pending"] is True  # s2.1 was forgotten
@@ -180,14 +182,15 @@ def test_a_datagram_longer_than_bufsize_is_cut_and_says_so(agent: Agent) -> None
 
 
 def test_a_call_id_names_one_call(http: httpx.Client, agent: Agent) -> None:
-    created = http.post("/v1/socket", json={}, headers={"X-Engee-Call": "s3.1"})
+    call_id = f"{secrets.token_hex(4)}.1"  # each run its own session: the agent is shared
+    created = http.post("/v1/socket", json={}, headers={"X-Engee-Call": call_id})
     descriptor = created.json()["descriptor"]
     for method, body in [("close", {"descriptor": descriptor}), ("socket", {"socket_type": "SOCK_DGRAM"})]:
-        reused = http.post(f"/v1/{method}", json=body, headers={"X-Engee-Call": "s3.1"})
+        reused = http.post(f"/v1/{method}", json=body, headers={"X-Engee-Call": call_id})
         assert reused.status_code == 409, reused.text  # refused, never answered with the socket call's body
-        assert reused.json()["error"]["code"] == "call_id_reused" and "s3.1" in reused.json()["error"]["message"]
+        assert reused.json()["error"]["code"] == "call_id_reused" and call_id in reused.json()["error"]["message"]
     assert http.post("/v1/is_open", json={"descriptor": descriptor}).json()["open"]  # the close did not run
-    assert http.post("/v1/socket", json={}, headers={"X-Engee-Call": "s3.1"}).json() == created.json()  # a true retry
+    assert http.post("/v1/socket", json={}, headers={"X-Engee-Call": call_id}).json() == created.json()  # a true retry
     http.post("/v1/close", json={"descriptor": descriptor})
 
 

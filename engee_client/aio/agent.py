@@ -7,9 +7,10 @@ from typing import Any, Self, TypeVar
 from protocol import AnyMethod
 from protocol.models import AgentInfo, Response, SocketInfo
 
-from ..core import AgentCore, Exchange, Flow, add_function_style, credentials
-from ..transport import AsyncTransport
+from ..core import AgentCore, Exchange, Flow, add_function_style, credentials, raise_failures
+from ..transport import AsyncTransport, transport_kind
 from ..wire import RETRY_FOR
+from .channel import AsyncChannelTransport
 from .http import AsyncHttpTransport
 from .socket import AsyncSocket
 
@@ -29,12 +30,20 @@ class AsyncAgent(AgentCore):
         *,
         verify: bool | str | None = None,
         retry_for: float = RETRY_FOR,
-        transport: AsyncTransport | None = None,
+        transport: AsyncTransport | str | None = None,
     ) -> None:
         super().__init__(url)
-        if transport is None:
+        if transport is None or isinstance(transport, str):
+            kind = transport_kind(transport)
             token, verify = credentials(url, token, verify)
-            transport = AsyncHttpTransport(url, token, verify=verify, retry_for=retry_for)
+            http = AsyncHttpTransport(url, token, verify=verify, retry_for=retry_for)
+            transport = (
+                http
+                if kind == "http"
+                else AsyncChannelTransport(
+                    url, token, verify=verify, retry_for=retry_for, fallback=http if kind == "auto" else None
+                )
+            )
         self.transport = transport
 
     async def Socket(
@@ -58,6 +67,13 @@ class AsyncAgent(AgentCore):
         before any network call. `seq` repeats an interrupted call: the agent answers it from its ledger."""
         response: Response = await self._run(self._call_flow(method, boot, seq, fields))
         return response
+
+    async def flush(self) -> None:
+        """Wait until every pipelined send has its answer; raises the first that failed."""
+        raise_failures(await self.transport.flush(None), self.url)
+
+    async def _flush(self, descriptor: int) -> None:
+        raise_failures(await self.transport.flush(descriptor), self.url)
 
     async def disconnect(self) -> None:
         """Close the connections to the agent; the agent's sockets stay as they are."""

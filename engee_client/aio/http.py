@@ -7,6 +7,7 @@ import time
 
 import httpx
 
+from protocol import ErrorDetail
 from protocol.models import AgentInfo
 
 from ..transport import Call, Reply
@@ -27,6 +28,10 @@ class AsyncHttpTransport:
 
     async def identity(self) -> AgentInfo:
         return self.wire.identity(await self._send(self.wire.identity_request(), None))
+
+    async def flush(self, descriptor: int | None = None) -> list[ErrorDetail]:
+        """Nothing to wait for: every HTTP call waits for its own answer."""
+        return []
 
     async def aclose(self) -> None:
         await self._pool.aclose()

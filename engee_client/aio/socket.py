@@ -13,6 +13,8 @@ T = TypeVar("T")
 class Runner(Runs, Protocol):
     async def _run(self, flow: Flow[T]) -> T: ...
 
+    async def _flush(self, descriptor: int) -> None: ...
+
 
 class AsyncSocket(SocketCore):
     """A socket that lives on an agent; every method is an awaitable call to that agent."""
@@ -46,6 +48,10 @@ class AsyncSocket(SocketCore):
     async def is_open(self, socket_descriptor: int | None = None) -> bool:
         """Whether a descriptor (this socket's by default) is open on the agent."""
         return await self.agent._run(self._is_open_flow(socket_descriptor))
+
+    async def flush(self) -> None:
+        """Wait until this socket's pipelined sends have their answers; raises the first that failed."""
+        return await self.agent._flush(self.descriptor)
 
     async def close(self) -> None:
         """Close the socket on the agent; closing again does nothing."""

@@ -8,9 +8,10 @@ from typing import Any, Self, TypeVar
 from protocol import TOKEN_VARIABLE, URL_VARIABLE, AgentError, AnyMethod
 from protocol.models import AgentInfo, Response, SocketInfo
 
-from ..core import AgentCore, Exchange, Flow, add_function_style, credentials
-from ..transport import Transport
+from ..core import AgentCore, Exchange, Flow, add_function_style, credentials, raise_failures
+from ..transport import Transport, transport_kind
 from ..wire import RETRY_FOR
+from .channel import ChannelTransport
 from .http import HttpTransport
 from .socket import Socket
 
@@ -33,12 +34,16 @@ class Agent(AgentCore):
         *,
         verify: bool | str | None = None,
         retry_for: float = RETRY_FOR,
-        transport: Transport | None = None,
+        transport: Transport | str | None = None,
     ) -> None:
         super().__init__(url)
-        if transport is None:
+        if transport is None or isinstance(transport, str):
+            kind = transport_kind(transport)
             token, verify = credentials(url, token, verify)
-            transport = HttpTransport(url, token, verify=verify, retry_for=retry_for)
+            if kind == "http":
+                transport = HttpTransport(url, token, verify=verify, retry_for=retry_for)
+            else:
+                transport = ChannelTransport(url, token, verify=verify, retry_for=retry_for, fallback=kind == "auto")
         self.transport = transport
 
     def Socket(self, family: str = "AF_INET", socket_type: str = "SOCK_STREAM", socket_descriptor: int = 0) -> Socket:
@@ -60,6 +65,13 @@ class Agent(AgentCore):
         before any network call. `seq` repeats an interrupted call: the agent answers it from its ledger."""
         response: Response = self._run(self._call_flow(method, boot, seq, fields))
         return response
+
+    def flush(self) -> None:
+        """Wait until every pipelined send has its answer; raises the first that failed."""
+        raise_failures(self.transport.flush(None), self.url)
+
+    def _flush(self, descriptor: int) -> None:
+        raise_failures(self.transport.flush(descriptor), self.url)
 
     def disconnect(self) -> None:
         """Close the connections to the agent; the agent's sockets stay as they are."""

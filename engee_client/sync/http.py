@@ -13,6 +13,7 @@ import time
 
 import httpx
 
+from protocol import ErrorDetail
 from protocol.models import AgentInfo
 
 from ..transport import Call, Reply
@@ -33,6 +34,10 @@ class HttpTransport:
 
     def identity(self) -> AgentInfo:
         return self.wire.identity(self._send(self.wire.identity_request(), None))
+
+    def flush(self, descriptor: int | None = None) -> list[ErrorDetail]:
+        """Nothing to wait for: every HTTP call waits for its own answer."""
+        return []
 
     def close(self) -> None:
         self._pool.close()

@@ -13,6 +13,8 @@ T = TypeVar("T")
 class Runner(Runs, Protocol):
     def _run(self, flow: Flow[T]) -> T: ...
 
+    def _flush(self, descriptor: int) -> None: ...
+
 
 class Socket(SocketCore):
     """A socket that lives on an agent; every method is a call to that agent."""
@@ -46,6 +48,10 @@ class Socket(SocketCore):
     def is_open(self, socket_descriptor: int | None = None) -> bool:
         """Whether a descriptor (this socket's by default) is open on the agent."""
         return self.agent._run(self._is_open_flow(socket_descriptor))
+
+    def flush(self) -> None:
+        """Wait until this socket's pipelined sends have their answers; raises the first that failed."""
+        return self.agent._flush(self.descriptor)
 
     def close(self) -> None:
         """Close the socket on the agent; closing again does nothing."""

@@ -1,0 +1,256 @@
+"""The channel transport: `/v1/channel`, a WebSocket carrying every method, as a thin adapter over the dispatcher.
+
+Frames are those of protocol/channel.py. Each call runs as a task of its own, so a waiting receive
+never delays another call; calls on one descriptor run one after another in a lane (reads in a lane
+of their own), so they complete in the order they were sent. A channel's session keeps the sockets
+it opened: when its client is gone and does not come back within `channel_grace` seconds, they are
+closed, so a killed notebook does not hold them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from protocol import METHODS, CallId, ErrorCode, ErrorDetail
+from protocol.calls import MAX_SESSION
+from protocol.channel import (
+    CHANNEL_PATH,
+    CLOSE_PROTOCOL,
+    CLOSE_SESSION,
+    CLOSE_UNSUPPORTED,
+    SESSION_PARAMETER,
+    CallFrame,
+    CancelFrame,
+    ErrorFrame,
+    Frame,
+    FrameError,
+    HelloFrame,
+    ResultFrame,
+    decode,
+    encode,
+)
+
+from .dispatch import Dispatcher, error_detail
+from .gate import PRINCIPAL
+from .ledger import Outcome
+from .settings import Principal
+
+log = logging.getLogger("engee.agent")
+
+_READS = frozenset({"receive", "accept"})
+_OPENS = frozenset({"socket", "accept"})
+
+SessionKey = tuple[str, str]
+"""(principal, session)."""
+
+
+class Sessions:
+    """The channel sessions of one agent: which channel serves each, and the sockets each opened."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self._channels: dict[SessionKey, Channel] = {}
+        self._opened: dict[SessionKey, set[int]] = {}
+        self._releases: dict[SessionKey, asyncio.TimerHandle] = {}
+
+    async def join(self, channel: Channel) -> None:
+        """`channel` serves its session from now on; one that served it before gives way."""
+        key = channel.key
+        if (release := self._releases.pop(key, None)) is not None:
+            release.cancel()
+        if (earlier := self._channels.get(key)) is not None:
+            await earlier.close(CLOSE_SESSION, "the same session opened another channel")
+        self._channels[key] = channel
+
+    def leave(self, channel: Channel) -> None:
+        """`channel` is gone: its session's sockets are closed unless it comes back within the grace time."""
+        key = channel.key
+        if self._channels.get(key) is not channel:
+            return
+        del self._channels[key]
+        if key in self._opened:
+            grace = self.dispatcher.limits.channel_grace
+            self._releases[key] = asyncio.get_running_loop().call_later(grace, self._release, key, channel.principal)
+
+    def opened(self, key: SessionKey, descriptor: int) -> None:
+        self._opened.setdefault(key, set()).add(descriptor)
+
+    def _release(self, key: SessionKey, principal: Principal) -> None:
+        self._releases.pop(key, None)
+        grace = self.dispatcher.limits.channel_grace
+        for descriptor in sorted(self._opened.pop(key, ())):
+            if self.dispatcher.table.close(descriptor, principal.name):
+                self.dispatcher.audit.record(
+                    principal.name, "close", f"closed: its channel's client was gone for {grace:g} s", descriptor
+                )
+
+
+class Channel:
+    """One WebSocket of one principal's session: reads frames, runs calls, writes their outcomes."""
+
+    def __init__(self, websocket: WebSocket, dispatcher: Dispatcher, sessions: Sessions, session: str) -> None:
+        self.websocket = websocket
+        self.dispatcher = dispatcher
+        self.sessions = sessions
+        self.principal: Principal = websocket.scope[PRINCIPAL]
+        self.session = session
+        self.key = (self.principal.name, session)
+        self._lanes: dict[tuple[int, bool], asyncio.Future[Any]] = {}
+        self._calls: dict[int, asyncio.Task[None]] = {}
+        self._chores: set[asyncio.Task[None]] = set()
+        self._cancelled: set[int] = set()
+        self._writing = asyncio.Lock()
+
+    async def serve(self) -> None:
+        await self.websocket.accept()
+        await self.sessions.join(self)
+        try:
+            await self._send(HelloFrame(self.dispatcher.info.model_dump(mode="json")))
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("bytes") is None:
+                    await self.close(CLOSE_UNSUPPORTED, "the channel takes binary frames only")
+                    return
+                try:
+                    frame = decode(message["bytes"])
+                except FrameError as exc:
+                    await self.close(CLOSE_PROTOCOL, str(exc))
+                    return
+                if len(message["bytes"]) > self.dispatcher.limits.max_body and isinstance(frame, CallFrame):
+                    self._refuse(
+                        frame,
+                        ErrorCode.PAYLOAD_TOO_LARGE,
+                        f"a frame of {len(message['bytes'])} bytes is over "
+                        f"the agent's limit max_body = {self.dispatcher.limits.max_body} bytes",
+                    )
+                    continue
+                self._take(frame)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for task in [*self._calls.values(), *self._chores]:
+                task.cancel()  # the outcomes of calls stay in the ledger for the client's return
+            self.sessions.leave(self)
+
+    async def close(self, code: int, reason: str) -> None:
+        log.info("closing the channel of %s session %s: %s", self.principal.name, self.session, reason)
+        try:
+            await self.websocket.close(code, reason[:120])
+        except RuntimeError:  # closed already
+            pass
+
+    def _take(self, frame: Frame) -> None:
+        if isinstance(frame, CancelFrame):
+            if frame.seq in self._calls:
+                self._cancelled.add(frame.seq)  # it may still wait for its lane: then it never starts
+            self.dispatcher.cancel(self.principal, self.session, frame.seq)
+            return
+        if not isinstance(frame, CallFrame):
+            self._later(self._send(ErrorFrame(None, _error_fields(_bad("a client sends call and cancel frames only")))))
+            return
+        if frame.seq in self._calls:
+            return  # sent again by a client that relinked: the call under way answers for both
+        if len(self._calls) >= self.dispatcher.limits.channel_calls:
+            self._refuse(
+                frame,
+                ErrorCode.LIMIT_EXCEEDED,
+                f"{len(self._calls)} calls are in flight on this channel, the limit channel_calls",
+            )
+            return
+        descriptor = frame.fields.get("descriptor")
+        lane = (descriptor, frame.method in _READS) if type(descriptor) is int else None
+        before = self._lanes.get(lane) if lane is not None else None
+        task = asyncio.ensure_future(self._run(frame, before))
+        self._calls[frame.seq] = task
+        task.add_done_callback(lambda _: self._finished(frame.seq))
+        if lane is not None:
+            self._lanes[lane] = task
+            task.add_done_callback(lambda done: self._lanes.pop(lane, None) if self._lanes.get(lane) is done else None)
+
+    def _finished(self, seq: int) -> None:
+        self._calls.pop(seq, None)
+        self._cancelled.discard(seq)
+
+    def _refuse(self, frame: CallFrame, code: ErrorCode, message: str) -> None:
+        detail = ErrorDetail(code=code, message=message, method=frame.method)
+        self._later(self._send(ErrorFrame(frame.seq, _error_fields(detail))))
+
+    async def _run(self, frame: CallFrame, before: asyncio.Future[Any] | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # the call sent before it on this descriptor completes first
+        if frame.seq in self._cancelled:
+            self._cancelled.discard(frame.seq)
+            return
+        outcome = await self._outcome(frame)
+        if outcome is None:
+            return  # cancelled by the client: nobody waits for it
+        if isinstance(outcome, ErrorDetail):
+            await self._send(ErrorFrame(frame.seq, _error_fields(outcome)))
+            return
+        if frame.method in _OPENS and (descriptor := getattr(outcome, "descriptor", None)) is not None:
+            self.sessions.opened(self.key, descriptor)
+        await self._send(ResultFrame(frame.seq, outcome.model_dump()))
+
+    async def _outcome(self, frame: CallFrame) -> Outcome | None:
+        if frame.method not in METHODS:
+            return _bad(f"{frame.method!r} is not a method of the agent", frame.method)
+        method = METHODS[frame.method]
+        try:
+            request = method.request.model_validate(frame.fields)
+        except ValidationError as exc:
+            return error_detail(exc, method.name, None)
+        call_id = CallId(self.session, frame.seq, frame.done)
+        return await self.dispatcher.dispatch(self.principal, method, request, call_id, frame.boot)
+
+    async def _send(self, frame: Frame) -> None:
+        data = encode(frame)
+        async with self._writing:
+            try:
+                await self.websocket.send_bytes(data)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                pass  # the client is gone; what it missed waits in the ledger for its return
+
+    def _later(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+
+def _bad(message: str, method: str | None = None) -> ErrorDetail:
+    return ErrorDetail(code=ErrorCode.BAD_REQUEST, message=message, method=method)
+
+
+def _error_fields(detail: ErrorDetail) -> dict[str, Any]:
+    return detail.model_dump(mode="json", exclude_none=True)
+
+
+def session_of(websocket: WebSocket) -> str | None:
+    """The session the client names in the upgrade URL, when it is a valid one."""
+    session = websocket.query_params.get(SESSION_PARAMETER, "")
+    if not 1 <= len(session) <= MAX_SESSION or not session.isascii() or not session.isprintable() or " " in session:
+        return None
+    return session
+
+
+def add_channel_route(app: FastAPI, dispatcher: Dispatcher) -> Sessions:
+    """`/v1/channel` on `app`; returns the sessions it keeps."""
+    sessions = Sessions(dispatcher)
+
+    @app.websocket(CHANNEL_PATH)
+    async def channel(websocket: WebSocket) -> None:
+        session = session_of(websocket)
+        if session is None:
+            await websocket.close(CLOSE_PROTOCOL, f"name the session: {CHANNEL_PATH}?{SESSION_PARAMETER}=<id>")
+            return
+        await Channel(websocket, dispatcher, sessions, session).serve()
+
+    return sessions

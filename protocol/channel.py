@@ -1,0 +1,151 @@
+"""The session channel's frames: one msgpack array per binary WebSocket message. Pure data and rules, no I/O.
+
+A channel is one persistent WebSocket (`/v1/channel?session=<id>`) that carries every method of
+the table, many calls in flight at once, bytes as native msgpack `bin`. Written out so that a client
+in another language can implement it:
+
+    client -> agent   [1, seq, method, fields, boot, done]   CALL: run `method` (a name of the table)
+                                                              with `fields` (a map, as the HTTP JSON body
+                                                              but bytes as bin); `boot` is the boot id the
+                                                              descriptor came with, or nil; `done`: every
+                                                              answer up to this seq has arrived, or nil
+                      [2, seq]                                CANCEL: the client gave up on call `seq`
+    agent -> client   [0, info]                               HELLO: the first frame, the agent's identity
+                                                              (the map of GET /v1/agent)
+                      [3, seq, fields]                        RESULT of call `seq`: the response's map
+                      [4, seq, error]                         ERROR of call `seq` (nil: of no call): the map
+                                                              of the HTTP error body's "error"
+
+`seq` numbers the calls of one session, as `<session>.<seq>` does on HTTP, and shares the agent's
+ledger with it: each runs at most once, so after a lost link the client opens a new channel with
+the same session and sends every unanswered call again under its seq. Calls start in the order
+sent; calls on one descriptor complete in order (reads, `receive` and `accept`, in a lane of their
+own, so a waiting read never holds back a send or a close). A frame that cannot be parsed closes
+the channel with code `CLOSE_PROTOCOL`; a well-formed frame with bad content gets an ERROR frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from .payload import MAX_PAYLOAD
+from .version import PREFIX
+
+CHANNEL_PATH = f"{PREFIX}/channel"
+SESSION_PARAMETER = "session"
+MAX_FRAME = MAX_PAYLOAD + 64 * 1024
+"""Largest frame either side sends or takes: a maximal payload and its fields."""
+
+PING_INTERVAL = 10.0
+"""Seconds between WebSocket pings, each way; a ping unanswered for as long marks the link dead."""
+
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003
+"""A text frame: the channel speaks binary frames only."""
+CLOSE_TOO_BIG = 1009
+CLOSE_PROTOCOL = 4000
+"""A frame that is not a msgpack array of a known kind."""
+CLOSE_SESSION = 4001
+"""The same session opened another channel: this one gives way."""
+
+
+class Kind(IntEnum):
+    HELLO = 0
+    CALL = 1
+    CANCEL = 2
+    RESULT = 3
+    ERROR = 4
+
+
+@dataclass(frozen=True, slots=True)
+class CallFrame:
+    seq: int
+    method: str
+    fields: dict[str, Any]
+    boot: str | None = None
+    done: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelFrame:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class HelloFrame:
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFrame:
+    seq: int
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    seq: int | None
+    error: dict[str, Any]
+
+
+Frame = CallFrame | CancelFrame | HelloFrame | ResultFrame | ErrorFrame
+
+
+class FrameError(ValueError):
+    """Bytes that are not a frame of this protocol; the channel closes with CLOSE_PROTOCOL."""
+
+
+def encode(frame: Frame) -> bytes:
+    """The bytes of one binary WebSocket message."""
+    match frame:
+        case CallFrame(seq, method, fields, boot, done):
+            items: list[Any] = [Kind.CALL, seq, method, fields, boot, done]
+        case CancelFrame(seq):
+            items = [Kind.CANCEL, seq]
+        case HelloFrame(info):
+            items = [Kind.HELLO, info]
+        case ResultFrame(seq, fields):
+            items = [Kind.RESULT, seq, fields]
+        case ErrorFrame(seq, error):
+            items = [Kind.ERROR, seq, error]
+    return msgpack.packb(items, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+_SHAPES: dict[Kind, tuple[type | tuple[type, ...], ...]] = {
+    Kind.CALL: (int, str, dict, (str, type(None)), (int, type(None))),
+    Kind.CANCEL: (int,),
+    Kind.HELLO: (dict,),
+    Kind.RESULT: (int, dict),
+    Kind.ERROR: ((int, type(None)), dict),
+}
+_FRAMES: dict[Kind, type[Frame]] = {
+    Kind.CALL: CallFrame,
+    Kind.CANCEL: CancelFrame,
+    Kind.HELLO: HelloFrame,
+    Kind.RESULT: ResultFrame,
+    Kind.ERROR: ErrorFrame,
+}
+
+
+def decode(data: bytes) -> Frame:
+    """The frame in one binary message; FrameError naming what is wrong for anything else."""
+    if len(data) > MAX_FRAME:
+        raise FrameError(f"a frame of {len(data)} bytes is over the limit of {MAX_FRAME}")
+    try:
+        items = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_FRAME, max_str_len=MAX_FRAME)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for malformed input
+        raise FrameError(f"not a msgpack message: {type(exc).__name__}") from None
+    if not isinstance(items, list) or not items or type(items[0]) is not int or items[0] not in _SHAPES:
+        raise FrameError("a frame is an array whose first item is a kind: 0 hello, 1 call, 2 cancel, 3 result, 4 error")
+    kind = Kind(items[0])
+    shape = _SHAPES[kind]
+    if len(items) != len(shape) + 1:
+        raise FrameError(f"a {kind.name.lower()} frame has {len(shape) + 1} items, not {len(items)}")
+    for index, (item, expected) in enumerate(zip(items[1:], shape, strict=True), start=1):
+        if not isinstance(item, expected) or isinstance(item, bool):
+            raise FrameError(f"item {index} of a {kind.name.lower()} frame has the wrong type ({type(item).__name__})")
+    return _FRAMES[kind](*items[1:])
