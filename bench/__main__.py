@@ -1,4 +1,7 @@
-"""`python -m bench`: the seed loop and a bulk send, through the agent, through RPyC and direct, side by side.
+"""`python -m bench`: the seed loop and bulk transfers, through the agent (channel and HTTP), RPyC and direct.
+
+Each on loopback, and again with the notebook 20 ms (round trip) from the agent, through a userspace
+delay proxy (this kernel has no netem).
 
 Writes the report to stdout and to bench/results.md. Only loopback is used; the agent and the
 rpyc_classic server are child processes, stopped at the end even on error.
@@ -15,15 +18,24 @@ from collections.abc import Callable
 from contextlib import ExitStack, closing
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import rpyc
 
 from engee_client import Agent
 from lab.process import AgentProcess
 
+from .delay import DelayProxy
 from .peers import HOST, RpycServer
-from .report import MIB, VARIANTS, Workload, render, run_facts
-from .workloads import bulk_agent, bulk_sockets, seed_loop_agent, seed_loop_sockets
+from .report import MIB, Floor, Workload, render, run_facts
+from .workloads import (
+    bulk_agent,
+    bulk_sockets,
+    receive_agent,
+    receive_sockets,
+    seed_loop_agent,
+    seed_loop_sockets,
+)
 
 RESULTS = Path(__file__).with_name("results.md")
 
@@ -48,38 +60,113 @@ def measure(workloads: list[tuple[Workload, dict[str, Callable[[], float]]]], ru
             run()
     for _ in range(runs):
         for workload, variants in workloads:
-            for variant in VARIANTS:
+            for variant in workload.variants:
                 workload.times[variant].append(variants[variant]())
+
+
+DELAY = 0.010
+"""One way, for the long-link workloads: a 20 ms round trip, a notebook in the cloud and a PC far away."""
+LOOPBACK = ("channel", "http", "rpyc", "rpyc-bound", "direct")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # run the cleanups below
     chunk = os.urandom(MIB)
+    slow = max(10, args.messages // 20)
+    bytes_ = args.chunks * MIB
     seed = Workload(
         "seed loop",
-        f"{args.messages} UDP messages, send + receive(1000) each, checked; written as "
-        "for local sockets, so RPyC looks up `send`/`recv` remotely on every call; "
-        "rpyc-bound looks them up once before the loop",
+        f"{args.messages} UDP messages, send + receive(1000) each, checked; written as for local sockets, so "
+        "RPyC looks up `send`/`recv` remotely on every call; rpyc-bound looks them up once before the loop",
         args.messages,
+        LOOPBACK,
+        floors=(
+            Floor("floor: seed loop channel/rpyc <= 0.3", 0.3, lambda w: w.ratio("channel", "rpyc")),
+            Floor("floor: seed loop http/rpyc <= 2.0", 2.0, lambda w: w.ratio("http", "rpyc")),
+        ),
     )
     bulk = Workload(
         "bulk send",
         f"{args.chunks} MiB of random bytes over TCP in 1 MiB sends to a local sink, until the sink counted them all",
-        args.chunks * MIB,
+        bytes_,
+        LOOPBACK,
         throughput=True,
+        floors=(Floor("floor: bulk send channel/rpyc <= 0.5 (2x faster)", 0.5, lambda w: w.ratio("channel", "rpyc")),),
+    )
+    receive = Workload(
+        "bulk receive",
+        f"{args.chunks} MiB of random bytes over TCP from a local source in receive(1 MiB) calls",
+        bytes_,
+        ("channel", "http", "rpyc", "direct"),
+        throughput=True,
+        floors=(
+            Floor("floor: bulk receive channel/rpyc <= 0.5 (2x faster)", 0.5, lambda w: w.ratio("channel", "rpyc")),
+        ),
+    )
+    far_seed = Workload(
+        "seed loop, 20 ms RTT",
+        f"the seed loop, {slow} messages, with the notebook 10 ms each way from the agent (or the RPyC server)",
+        slow,
+        ("channel", "http", "rpyc", "rpyc-bound"),
+        rtt=2 * DELAY,
+        floors=(
+            Floor(
+                "floor: seed loop over 20 ms RTT, channel round trips/msg <= 1.2",
+                1.2,
+                lambda w: w.round_trips("channel"),
+            ),
+        ),
+    )
+    far_bulk = Workload(
+        "bulk send, 20 ms RTT",
+        "the bulk send with the notebook 10 ms each way from the agent; direct: a TCP stream through the same proxy",
+        bytes_,
+        ("channel", "http", "direct"),
+        throughput=True,
+        rtt=2 * DELAY,
+        floors=(
+            Floor(
+                "floor: bulk send over 20 ms RTT, channel/direct <= 2 (half the speed)",
+                2.0,
+                lambda w: w.ratio("channel", "direct"),
+            ),
+        ),
+    )
+    far_receive = Workload(
+        "bulk receive, 20 ms RTT",
+        "the bulk receive with the notebook 10 ms each way from the agent; direct: through the same proxy",
+        bytes_,
+        ("channel", "direct"),
+        throughput=True,
+        rtt=2 * DELAY,
+        floors=(
+            Floor(
+                "floor: bulk receive over 20 ms RTT, channel/direct <= 2 (half the speed)",
+                2.0,
+                lambda w: w.ratio("channel", "direct"),
+            ),
+        ),
     )
     with ExitStack() as stack:
         agent_process = stack.enter_context(AgentProcess())
-        agent = stack.enter_context(Agent(agent_process.url, token=agent_process.token))
+        url, token = agent_process.url, agent_process.token
         rpyc_server = stack.enter_context(RpycServer())
+        far_agent = stack.enter_context(DelayProxy(agent_address(url), DELAY))
+        far_rpyc = stack.enter_context(DelayProxy((HOST, rpyc_server.port), DELAY))
+        agents = {kind: stack.enter_context(Agent(url, token=token, transport=kind)) for kind in ("channel", "http")}
+        far = {
+            kind: stack.enter_context(Agent(far_agent.url_for("http"), token=token, transport=kind))
+            for kind in ("channel", "http")
+        }
         remote = stack.enter_context(closing(rpyc.classic.connect(HOST, rpyc_server.port))).modules.socket
+        far_remote = stack.enter_context(closing(rpyc.classic.connect(HOST, far_rpyc.port))).modules.socket
         measure(
             [
                 (
                     seed,
                     {
-                        "agent": partial(seed_loop_agent, agent, args.messages),
+                        **{kind: partial(seed_loop_agent, agent, args.messages) for kind, agent in agents.items()},
                         "rpyc": partial(seed_loop_sockets, remote, args.messages),
                         "rpyc-bound": partial(seed_loop_sockets, remote, args.messages, bound=True),
                         "direct": partial(seed_loop_sockets, socket, args.messages),
@@ -88,23 +175,61 @@ def main(argv: list[str] | None = None) -> None:
                 (
                     bulk,
                     {
-                        "agent": partial(bulk_agent, agent, chunk, args.chunks),
+                        **{kind: partial(bulk_agent, agent, chunk, args.chunks) for kind, agent in agents.items()},
                         "rpyc": partial(bulk_sockets, remote, chunk, args.chunks),
                         "rpyc-bound": partial(bulk_sockets, remote, chunk, args.chunks, bound=True),
                         "direct": partial(bulk_sockets, socket, chunk, args.chunks),
                     },
                 ),
+                (
+                    receive,
+                    {
+                        **{kind: partial(receive_agent, agent, chunk, args.chunks) for kind, agent in agents.items()},
+                        "rpyc": partial(receive_sockets, remote, chunk, args.chunks),
+                        "direct": partial(receive_sockets, socket, chunk, args.chunks),
+                    },
+                ),
+                (
+                    far_seed,
+                    {
+                        **{kind: partial(seed_loop_agent, agent, slow) for kind, agent in far.items()},
+                        "rpyc": partial(seed_loop_sockets, far_remote, slow),
+                        "rpyc-bound": partial(seed_loop_sockets, far_remote, slow, bound=True),
+                    },
+                ),
+                (
+                    far_bulk,
+                    {
+                        **{kind: partial(bulk_agent, agent, chunk, args.chunks) for kind, agent in far.items()},
+                        "direct": partial(bulk_sockets, socket, chunk, args.chunks, delay=DELAY),
+                    },
+                ),
+                (
+                    far_receive,
+                    {
+                        "channel": partial(receive_agent, far["channel"], chunk, args.chunks),
+                        "direct": partial(receive_sockets, socket, chunk, args.chunks, delay=DELAY),
+                    },
+                ),
             ],
             args.runs,
         )
+    workloads = [seed, bulk, receive, far_seed, far_bulk, far_receive]
     facts = {
         **run_facts("bench", argv, f", rpyc {rpyc.__version__}"),
         "method": f"median of {args.runs} runs after one warm-up; variants interleaved; times in seconds",
     }
-    title = "engee-sockets bench: agent vs RPyC vs direct sockets"
-    print(render([seed, bulk], title, facts))
-    RESULTS.write_text(render([seed, bulk], title, facts, markdown=True))
+    title = "engee-sockets bench: the agent (channel and HTTP) vs RPyC vs direct sockets"
+    print(render(workloads, title, facts))
+    RESULTS.write_text(render(workloads, title, facts, markdown=True))
     print(f"written to {RESULTS}")
+
+
+def agent_address(url: str) -> tuple[str, int]:
+    """The (host, port) an agent's URL names."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What the workloads talk to: a local TCP sink thread and an `rpyc_classic` server child process."""
+"""What the workloads talk to: local TCP sink and source threads and an `rpyc_classic` server child process."""
 
 from __future__ import annotations
 
@@ -51,6 +51,36 @@ class Sink:
 
     def close(self) -> None:
         self._listener.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Source:
+    """A loopback TCP server thread: accepts one connection, sends `chunk` `count` times, then closes it."""
+
+    def __init__(self, chunk: bytes, count: int, timeout: float = 60.0) -> None:
+        self._listener = socket.create_server((HOST, 0))
+        self._listener.settimeout(timeout)
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._thread = threading.Thread(target=self._run, args=(chunk, count), name="bench-source", daemon=True)
+        self._thread.start()
+
+    def _run(self, chunk: bytes, count: int) -> None:
+        try:
+            connection, _ = self._listener.accept()
+            with connection:
+                for _ in range(count):
+                    connection.sendall(chunk)
+        except OSError:
+            pass  # the receiver went away: its count shows it
+
+    def close(self) -> None:
+        self._listener.close()
+        self._thread.join(10)
 
     def __enter__(self) -> Self:
         return self

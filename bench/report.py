@@ -8,27 +8,41 @@ import platform
 import shlex
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 MIB = 1 << 20
-VARIANTS = ("agent", "rpyc", "rpyc-bound", "direct")
-FLOORS = {
-    "seed loop": (2.0, "floor: seed loop agent/rpyc <= 2.0"),
-    "bulk send": (1.0, "floor: bulk agent/rpyc <= 1.0 (time ratio; agent at least as fast)"),
-}
+AGENT = "channel"
+"""The variant every ratio is of: the agent through its channel, the client's default."""
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A figure an issue holds the project to: `measure(workload)` at most `limit`."""
+
+    text: str
+    limit: float
+    measure: Callable[[Workload], float]
 
 
 @dataclass
 class Workload:
-    """One workload's timings (seconds per run) for each variant."""
+    """One workload's timings (seconds per run) for each of its variants."""
 
     name: str
     detail: str
     units: int
     """Messages, or bytes when `throughput`, per run."""
+    variants: tuple[str, ...]
     throughput: bool = False
-    times: dict[str, list[float]] = field(default_factory=lambda: {variant: [] for variant in VARIANTS})
+    rtt: float = 0.0
+    """The round trip of the delayed link it runs through (0: loopback); then rates are in round trips."""
+    floors: tuple[Floor, ...] = ()
+    times: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.times = {variant: [] for variant in self.variants}
 
     def median(self, variant: str) -> float:
         return statistics.median(self.times[variant])
@@ -36,9 +50,15 @@ class Workload:
     def ratio(self, variant: str, reference: str) -> float:
         return self.median(variant) / self.median(reference)
 
+    def round_trips(self, variant: str) -> float:
+        """Round trips of the delayed link per message."""
+        return self.median(variant) / self.units / self.rtt
+
     def rate(self, variant: str) -> str:
         if self.throughput:
             return f"{self.units / MIB / self.median(variant):.1f} MiB/s"
+        if self.rtt:
+            return f"{self.round_trips(variant):.2f} RTT/msg"
         return f"{self.median(variant) / self.units * 1e6:.1f} µs/msg"
 
 
@@ -46,14 +66,17 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str
     if markdown:
         return [f"| {' | '.join(row)} |" for row in (header, ["---"] * len(header), *rows)]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (header, *rows)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
 
 
 def render(workloads: list[Workload], title: str, facts: dict[str, str], markdown: bool = False) -> str:
     """The whole report: title, facts (date, machine, command), timings, ratios, floors."""
     timings = [
         [
-            workload.name if variant == VARIANTS[0] else "",
+            workload.name if variant == workload.variants[0] else "",
             variant,
             f"{workload.median(variant):.4f}",
             f"{min(workload.times[variant]):.4f}",
@@ -62,16 +85,20 @@ def render(workloads: list[Workload], title: str, facts: dict[str, str], markdow
             workload.rate(variant),
         ]
         for workload in workloads
-        for variant in VARIANTS
+        for variant in workload.variants
     ]
     ratios = [
-        [workload.name, *(f"{workload.ratio('agent', other):.2f}" for other in VARIANTS[1:])] for workload in workloads
+        [workload.name, f"{AGENT}/{other}", f"{workload.ratio(AGENT, other):.3f}"]
+        for workload in workloads
+        for other in workload.variants
+        if other != AGENT
     ]
-    floors = []
-    for workload in workloads:
-        limit, text = FLOORS[workload.name]
-        ratio = workload.ratio("agent", "rpyc")
-        floors.append(f"{text}   measured {ratio:.2f}   {'PASS' if ratio <= limit else 'MISS'}")
+    floors = [
+        f"{floor.text}   measured {value:.2f}   {'PASS' if value <= floor.limit else 'MISS'}"
+        for workload in workloads
+        for floor in workload.floors
+        for value in [floor.measure(workload)]
+    ]
     bullet = "- " if markdown else "  "
     lines = [f"# {title}" if markdown else title, ""]
     lines += [
@@ -80,7 +107,7 @@ def render(workloads: list[Workload], title: str, facts: dict[str, str], markdow
     ] + [""]
     lines += [f"{bullet}{workload.name}: {workload.detail}" for workload in workloads] + [""]
     lines += _table(["workload", "variant", "median s", "min s", "max s", "runs", "median rate"], timings, markdown)
-    lines += [""] + _table(["workload", *(f"agent/{other}" for other in VARIANTS[1:])], ratios, markdown) + [""]
+    lines += [""] + _table(["workload", "ratio", "time ratio"], ratios, markdown) + [""]
     lines += [f"{bullet}{floor}" for floor in floors]
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from engee_client import Agent
 
-from .peers import HOST, Sink
+from .delay import DelayProxy
+from .peers import HOST, Sink, Source
 
 
 def timed(body: Callable[[], None]) -> float:
@@ -74,12 +75,13 @@ def seed_loop_agent(agent: Agent, iterations: int) -> float:
         socket_2.close()
 
 
-def bulk_sockets(sockets: Any, chunk: bytes, count: int, bound: bool = False) -> float:
-    """`count` sendall(chunk) over TCP to a local sink, until the sink has counted every byte."""
-    with Sink() as sink:
+def bulk_sockets(sockets: Any, chunk: bytes, count: int, bound: bool = False, delay: float = 0.0) -> float:
+    """`count` sendall(chunk) over TCP to a local sink, until the sink has counted every byte; with `delay`,
+    through a delay proxy of that many seconds each way."""
+    with Sink() as sink, DelayProxy(sink.address, delay) as proxy:
         sender = sockets.socket(sockets.AF_INET, sockets.SOCK_STREAM)
         try:
-            sender.connect(sink.address)
+            sender.connect(proxy.address if delay else sink.address)
             sendall = sender.sendall if bound else lambda data: sender.sendall(data)
 
             def body() -> None:
@@ -109,3 +111,31 @@ def bulk_agent(agent: Agent, chunk: bytes, count: int) -> float:
             return timed(body)
         finally:
             sender.close()
+
+
+def receive_sockets(sockets: Any, chunk: bytes, count: int, delay: float = 0.0) -> float:
+    """Receive `count` x len(chunk) bytes over TCP from a local source in recv(len(chunk)) calls; with
+    `delay`, through a delay proxy of that many seconds each way."""
+    with Source(chunk, count) as source, DelayProxy(source.address, delay) as proxy:
+        receiver = sockets.socket(sockets.AF_INET, sockets.SOCK_STREAM)
+        try:
+            receiver.connect(proxy.address if delay else source.address)
+            return timed(lambda: _drain(lambda: len(receiver.recv(len(chunk))), len(chunk) * count))
+        finally:
+            receiver.close()
+
+
+def receive_agent(agent: Agent, chunk: bytes, count: int) -> float:
+    """Receive `count` x len(chunk) bytes through the agent from a local source in receive(len(chunk)) calls."""
+    with Source(chunk, count) as source, agent.Socket("AF_INET", "SOCK_STREAM") as receiver:
+        receiver.connect(*source.address)
+        return timed(lambda: _drain(lambda: len(receiver.receive(len(chunk)) or b""), len(chunk) * count))
+
+
+def _drain(receive: Callable[[], int], expected: int) -> None:
+    got = 0
+    while got < expected:
+        size = receive()
+        if not size:
+            raise RuntimeError(f"the source closed after {got} of {expected} bytes")
+        got += size
