@@ -25,7 +25,7 @@ from protocol.channel import (
 
 from .transport import Call, Reply
 
-WINDOW_BYTES = 8 << 20
+WINDOW_BYTES = 32 << 20
 """Bytes of pipelined sends a socket may have unacknowledged, like a kernel send buffer."""
 WINDOW_CALLS = 256
 """Pipelined sends a socket may have unacknowledged."""

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from engee_client import Agent
+from engee_client.channel import WINDOW_BYTES
 from lab.process import AgentProcess
 
 from .conftest import Background
@@ -21,8 +22,10 @@ def test_sigterm_ends_waiting_calls_closes_sockets_and_exits_zero(tmp_path) -> N
             sender = agent.Socket()
             sender.connect(*listener.getsockname())
             peer, _ = listener.accept()
-            with peer:  # a peer that never reads: the send blocks once the buffers are full
-                sending = Background(sender.send, os.urandom(16 << 20))
+            # A peer that never reads: the send blocks once the buffers are full, the kernel's and, on the
+            # channel, the window of pipelined sends.
+            with peer:
+                sending = Background(sender.send, os.urandom(WINDOW_BYTES + (16 << 20)))
                 quiet = agent.Socket("AF_INET", "SOCK_DGRAM")
                 quiet.bind("127.0.0.1", 0)
                 receiving = Background(quiet.receive, 100)
