@@ -1,6 +1,9 @@
 """The channel against a real agent: who may open one, bad frames, and sockets released when a client is gone."""
 
 import asyncio
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +25,8 @@ from protocol.channel import (
     decode,
     encode,
 )
+
+from .conftest import Background, recv_exactly
 
 
 def channel_url(process: AgentProcess, session: str = "test-session") -> str:
@@ -120,3 +125,72 @@ def test_a_client_that_comes_back_within_the_grace_time_keeps_its_sockets(agent_
         sock.bind("127.0.0.1", 0)  # the client relinks with its session and goes on
         assert sock.is_open()
         sock.close()
+
+
+def test_the_blocking_client_works_where_an_event_loop_already_runs(agent_process: AgentProcess) -> None:
+    """As in a Jupyter cell: the calling thread runs a loop of its own; the blocking client does not touch it."""
+
+    async def cell() -> bytes:
+        with Agent(agent_process.url, token=agent_process.token, transport="channel") as agent:
+            server = agent.Socket("AF_INET", "SOCK_DGRAM")
+            client = agent.Socket("AF_INET", "SOCK_DGRAM")
+            server.bind("127.0.0.1", 0)
+            client.connect(*server.local_address)
+            client.send(b"from a running loop")
+            received = server.receive(100, timeout=10)
+            server.close()
+            client.close()
+            return bytes(received) if received else b""
+
+    assert asyncio.run(cell()) == b"from a running loop"
+
+
+def test_many_threads_share_one_blocking_channel(agent_process: AgentProcess) -> None:
+    with Agent(agent_process.url, token=agent_process.token, transport="channel") as agent:
+
+        def echo_through_the_agent(index: int) -> list[bytes]:
+            with agent.Socket("AF_INET", "SOCK_DGRAM") as server, agent.Socket("AF_INET", "SOCK_DGRAM") as client:
+                server.bind("127.0.0.1", 0)
+                client.connect(*server.local_address)
+                got = []
+                for i in range(50):
+                    client.send(f"{index}:{i}".encode())
+                    received = server.receive(100, timeout=10)
+                    got.append(bytes(received) if received else b"")
+                return got
+
+        workers = [Background(echo_through_the_agent, index) for index in range(16)]
+        for index, worker in enumerate(workers):
+            assert worker.join_result() == [f"{index}:{i}".encode() for i in range(50)]
+
+
+def test_a_process_that_exits_with_sends_in_flight_flushes_them(agent_process: AgentProcess) -> None:
+    script = (
+        "import sys\n"
+        "from engee_client import Agent\n"
+        "agent = Agent(sys.argv[1], token=sys.argv[2], transport='channel')\n"
+        "sock = agent.Socket()\n"
+        "sock.connect('127.0.0.1', int(sys.argv[3]))\n"
+        "for _ in range(8):\n"
+        "    sock.send(bytes(1 << 20))\n"  # pipelined: returns before the agent has sent it; then the process ends
+    )
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+        port = listener.getsockname()[1]
+
+        def receive_all() -> int:
+            peer, _ = listener.accept()
+            with peer:
+                peer.settimeout(30)
+                return len(recv_exactly(peer, 8 << 20))
+
+        reader = Background(receive_all)
+        done = subprocess.run(
+            [sys.executable, "-c", script, agent_process.url, agent_process.token, str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0 and not done.stderr, done.stderr  # flushed at exit, nothing to warn about
+        assert reader.join_result() == 8 << 20  # every pipelined send arrived
