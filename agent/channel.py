@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import FastAPI
@@ -49,6 +48,8 @@ _OPENS = frozenset({"socket", "accept"})
 
 SessionKey = tuple[str, str]
 """(principal, session)."""
+Lane = tuple[int, bool]
+"""(descriptor, reads): calls in one lane run one after another, in the order sent."""
 
 
 class Sessions:
@@ -79,8 +80,12 @@ class Sessions:
             grace = self.dispatcher.limits.channel_grace
             self._releases[key] = asyncio.get_running_loop().call_later(grace, self._release, key, channel.principal)
 
-    def opened(self, key: SessionKey, descriptor: int) -> None:
+    def opened(self, key: SessionKey, descriptor: int, principal: Principal) -> None:
+        """The session opened `descriptor`; when no channel serves it any more, its release is due as well."""
         self._opened.setdefault(key, set()).add(descriptor)
+        if key not in self._channels and key not in self._releases:
+            grace = self.dispatcher.limits.channel_grace
+            self._releases[key] = asyncio.get_running_loop().call_later(grace, self._release, key, principal)
 
     def _release(self, key: SessionKey, principal: Principal) -> None:
         self._releases.pop(key, None)
@@ -102,9 +107,10 @@ class Channel:
         self.principal: Principal = websocket.scope[PRINCIPAL]
         self.session = session
         self.key = (self.principal.name, session)
-        self._lanes: dict[tuple[int, bool], asyncio.Future[Any]] = {}
+        self._lanes: dict[Lane, asyncio.Future[Any]] = {}
         self._calls: dict[int, asyncio.Task[None]] = {}
-        self._chores: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._failed_lanes: dict[Lane, ErrorDetail] = {}
         self._cancelled: set[int] = set()
         self._writing = asyncio.Lock()
 
@@ -114,6 +120,9 @@ class Channel:
         try:
             await self._send(HelloFrame(self.dispatcher.info.model_dump(mode="json")))
             while True:
+                while len(self._calls) >= self.dispatcher.limits.channel_calls:
+                    self._room.clear()  # back-pressure: the next frame is read once a call is done
+                    await self._room.wait()
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
@@ -125,19 +134,15 @@ class Channel:
                 except FrameError as exc:
                     await self.close(CLOSE_PROTOCOL, str(exc))
                     return
-                if len(message["bytes"]) > self.dispatcher.limits.max_body and isinstance(frame, CallFrame):
-                    self._refuse(
-                        frame,
-                        ErrorCode.PAYLOAD_TOO_LARGE,
-                        f"a frame of {len(message['bytes'])} bytes is over "
-                        f"the agent's limit max_body = {self.dispatcher.limits.max_body} bytes",
-                    )
-                    continue
-                self._take(frame)
+                if not isinstance(frame, CallFrame | CancelFrame):
+                    await self.close(CLOSE_PROTOCOL, "a client sends call and cancel frames only")
+                    return
+                if refusal := self._take(frame, len(message["bytes"])):
+                    await self._send(refusal)  # inline, so a client that does not read cannot pile them up
         except WebSocketDisconnect:
             pass
         finally:
-            for task in [*self._calls.values(), *self._chores]:
+            for task in self._calls.values():
                 task.cancel()  # the outcomes of calls stay in the ledger for the client's return
             self.sessions.leave(self)
 
@@ -148,26 +153,19 @@ class Channel:
         except RuntimeError:  # closed already
             pass
 
-    def _take(self, frame: Frame) -> None:
+    def _take(self, frame: CallFrame | CancelFrame, size: int) -> ErrorFrame | None:
+        """Start the call `frame` asks for (or cancel one); the error frame when it is refused at once."""
         if isinstance(frame, CancelFrame):
             if frame.seq in self._calls:
                 self._cancelled.add(frame.seq)  # it may still wait for its lane: then it never starts
             self.dispatcher.cancel(self.principal, self.session, frame.seq)
-            return
-        if not isinstance(frame, CallFrame):
-            self._later(self._send(ErrorFrame(None, _error_fields(_bad("a client sends call and cancel frames only")))))
-            return
+            return None
         if frame.seq in self._calls:
-            return  # sent again by a client that relinked: the call under way answers for both
-        if len(self._calls) >= self.dispatcher.limits.channel_calls:
-            self._refuse(
-                frame,
-                ErrorCode.LIMIT_EXCEEDED,
-                f"{len(self._calls)} calls are in flight on this channel, the limit channel_calls",
-            )
-            return
+            return None  # sent again by a client that relinked: the call under way answers for both
         descriptor = frame.fields.get("descriptor")
         lane = (descriptor, frame.method in _READS) if type(descriptor) is int else None
+        if (refusal := self._refusal(frame, lane, size)) is not None:
+            return ErrorFrame(frame.seq, _error_fields(refusal))
         before = self._lanes.get(lane) if lane is not None else None
         task = asyncio.ensure_future(self._run(frame, before))
         self._calls[frame.seq] = task
@@ -175,14 +173,36 @@ class Channel:
         if lane is not None:
             self._lanes[lane] = task
             task.add_done_callback(lambda done: self._lanes.pop(lane, None) if self._lanes.get(lane) is done else None)
+        return None
+
+    def _refusal(self, frame: CallFrame, lane: Lane | None, size: int) -> ErrorDetail | None:
+        """Why the channel refuses `frame` without running it. A refused send on a TCP socket fails its later
+        sends too, as a socket's error does: a pipelined stream must not go on with a hole in it."""
+        if lane is not None and frame.method == "send" and (failed := self._failed_lanes.get(lane)) is not None:
+            return failed
+        limit = self.dispatcher.limits.max_body
+        if size <= limit:
+            return None
+        refusal = ErrorDetail(
+            code=ErrorCode.PAYLOAD_TOO_LARGE,
+            message=f"a frame of {size} bytes is over the agent's limit max_body = {limit} bytes",
+            method=frame.method,
+        )
+        if lane is not None and frame.method == "send" and self._streams(lane[0]):
+            self._failed_lanes[lane] = refusal.model_copy(
+                update={"message": f"an earlier send on this socket was refused: {refusal.message}"}
+            )
+        return refusal
+
+    def _streams(self, descriptor: int) -> bool:
+        """Whether `descriptor` is this principal's open TCP socket (a datagram socket has no stream to hole)."""
+        owner = self.principal.name
+        return self.dispatcher.table.is_open(descriptor, owner) and self.dispatcher.table.get(descriptor, owner).stream
 
     def _finished(self, seq: int) -> None:
         self._calls.pop(seq, None)
         self._cancelled.discard(seq)
-
-    def _refuse(self, frame: CallFrame, code: ErrorCode, message: str) -> None:
-        detail = ErrorDetail(code=code, message=message, method=frame.method)
-        self._later(self._send(ErrorFrame(frame.seq, _error_fields(detail))))
+        self._room.set()
 
     async def _run(self, frame: CallFrame, before: asyncio.Future[Any] | None) -> None:
         if before is not None:
@@ -190,15 +210,24 @@ class Channel:
         if frame.seq in self._cancelled:
             self._cancelled.discard(frame.seq)
             return
-        outcome = await self._outcome(frame)
+        if frame.method in _OPENS:  # what it opens is the session's even if this channel is cut meanwhile
+            opening = asyncio.ensure_future(self._outcome(frame))
+            opening.add_done_callback(self._opened)
+            outcome = await asyncio.shield(opening)
+        else:
+            outcome = await self._outcome(frame)
         if outcome is None:
             return  # cancelled by the client: nobody waits for it
         if isinstance(outcome, ErrorDetail):
             await self._send(ErrorFrame(frame.seq, _error_fields(outcome)))
             return
-        if frame.method in _OPENS and (descriptor := getattr(outcome, "descriptor", None)) is not None:
-            self.sessions.opened(self.key, descriptor)
         await self._send(ResultFrame(frame.seq, outcome.model_dump()))
+
+    def _opened(self, opening: asyncio.Future[Outcome | None]) -> None:
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        if (descriptor := getattr(opening.result(), "descriptor", None)) is not None:
+            self.sessions.opened(self.key, descriptor, self.principal)
 
     async def _outcome(self, frame: CallFrame) -> Outcome | None:
         if frame.method not in METHODS:
@@ -218,11 +247,6 @@ class Channel:
                 await self.websocket.send_bytes(data)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 pass  # the client is gone; what it missed waits in the ledger for its return
-
-    def _later(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
 
 
 def _bad(message: str, method: str | None = None) -> ErrorDetail:

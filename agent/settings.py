@@ -65,7 +65,7 @@ class Limits:
     channel_grace: float = 180.0
     """Seconds a channel's client may be gone before the sockets it opened are closed; 0 closes them at once."""
     channel_calls: int = 1024
-    """Calls one channel may have in flight at once; past that each gets a limit_exceeded error frame."""
+    """Calls one channel may have in flight at once; past that it reads no more frames until one is done."""
     idle_timeout: float = 3600.0
     """Seconds a socket may go without a call before the agent closes it; 0 never reaps."""
 

@@ -8,10 +8,12 @@ socket, or by `flush` or `close`. The asyncio transport (aio/channel.py) moves t
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from protocol import ErrorCode, ErrorDetail
 from protocol import models as m
+from protocol.calls import MAX_CANCEL
 from protocol.channel import (
     CallFrame,
     CancelFrame,
@@ -50,6 +52,7 @@ class ChannelState:
         self.window_bytes, self.window_calls = window_bytes, window_calls
         self.info: m.AgentInfo | None = None
         self._unanswered: dict[int, tuple[Call, bytes]] = {}
+        self._cancels: deque[int] = deque(maxlen=MAX_CANCEL)
         self._posted: dict[int, _Posted] = {}
         self._posted_seqs: dict[int, int] = {}
         """seq of a pipelined send -> its descriptor."""
@@ -66,8 +69,10 @@ class ChannelState:
         return data
 
     def cancel(self, seq: int) -> bytes:
-        """The frame that cancels call `seq`; its answer is no longer awaited."""
+        """The frame that cancels call `seq`; its answer is no longer awaited. Kept, to go again on a new link:
+        a cancel lost in a cut would leave what the call took from its socket in the agent's ledger."""
         self._unanswered.pop(seq, None)
+        self._cancels.append(seq)
         return encode(CancelFrame(seq))
 
     def forget(self, seq: int) -> None:
@@ -75,8 +80,10 @@ class ChannelState:
         self._unanswered.pop(seq, None)
 
     def unanswered(self) -> list[bytes]:
-        """Every call still without an answer, oldest first: what a new link sends again."""
-        return [self._unanswered[seq][1] for seq in sorted(self._unanswered)]
+        """What a new link sends again: the latest cancels, then every call still without an answer, oldest first."""
+        return [encode(CancelFrame(seq)) for seq in self._cancels] + [
+            self._unanswered[seq][1] for seq in sorted(self._unanswered)
+        ]
 
     def post(self, call: Call, descriptor: int) -> Reply:
         """A pipelined send is on its way: its answer is the bytes it sends, at once."""
@@ -111,6 +118,20 @@ class ChannelState:
         if not posted.calls:
             del self._posted[descriptor]
         return failure
+
+    def abandon_posted(self, reason: str) -> None:
+        """The link is gone for good: every pipelined send without an answer becomes its socket's failure."""
+        for descriptor, posted in self._posted.items():
+            if posted.calls and posted.failure is None:
+                posted.failure = ErrorDetail(
+                    code=ErrorCode.INTERNAL,
+                    message=f"{len(posted.calls)} sends may not have arrived: {reason}",
+                    method="send",
+                    descriptor=descriptor,
+                )
+            posted.calls.clear()
+            posted.bytes = 0
+        self._posted_seqs.clear()
 
     def failures(self) -> list[ErrorDetail]:
         """Every kept failure, once: what `flush` raises."""

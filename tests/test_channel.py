@@ -12,7 +12,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from engee_client import Agent
+from engee_client import Agent, AgentError, AgentUnreachableError
 from lab.process import AgentProcess
 from protocol.channel import (
     CHANNEL_PATH,
@@ -194,3 +194,53 @@ def test_a_process_that_exits_with_sends_in_flight_flushes_them(agent_process: A
         )
         assert done.returncode == 0 and not done.stderr, done.stderr  # flushed at exit, nothing to warn about
         assert reader.join_result() == 8 << 20  # every pipelined send arrived
+
+
+def test_callers_get_an_error_not_a_hang_when_the_agent_is_gone_for_good(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        process = AgentProcess(log_dir=str(tmp_path)).start()
+        agent = Agent(process.url, token=process.token, transport="channel", retry_for=1)
+        sock = agent.Socket()
+        sock.connect(*listener.getsockname())
+        peer, _ = listener.accept()  # and never reads: the sends wait on the agent
+        with peer:
+            for _ in range(16):
+                sock.send(bytes(1 << 20))
+            process.stop()
+            with pytest.raises(AgentError):  # the unanswered sends: raised, not waited for forever
+                Background(sock.close).join_result(30)
+            with pytest.raises(AgentUnreachableError):
+                Background(agent.sockets).join_result(30)
+        agent.disconnect()
+
+
+def test_disconnect_wakes_a_call_waiting_in_another_thread(agent_process: AgentProcess) -> None:
+    agent = Agent(agent_process.url, token=agent_process.token, transport="channel")
+    sock = agent.Socket("AF_INET", "SOCK_DGRAM")
+    sock.bind("127.0.0.1", 0)
+    waiting = Background(sock.receive, 100)
+    time.sleep(0.3)
+    agent.disconnect()
+    with pytest.raises(AgentUnreachableError, match="closed"):
+        waiting.join_result(30)
+
+
+def test_a_send_refused_for_its_size_fails_the_later_sends_on_its_socket(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("[limits]\nmax_body = 4096\n")
+    with (
+        AgentProcess("--config", str(config), log_dir=str(tmp_path)) as process,
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        Agent(process.url, token=process.token, transport="channel") as agent,
+    ):
+        sock = agent.Socket()
+        sock.connect(*listener.getsockname())
+        peer, _ = listener.accept()
+        with peer:
+            sock.send(b"A" * 5000)  # pipelined: refused for its size on the agent
+            sock.send(b"B")  # posted before the refusal came back: must not reach the peer alone
+            with pytest.raises(ValueError, match="max_body"):
+                sock.flush()
+            sock.close()
+            peer.settimeout(10)
+            assert peer.recv(100) == b""  # nothing went through: no hole, no tail

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import websockets
+from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -66,6 +67,8 @@ class AsyncChannelTransport:
         self.ping_interval = ping_interval
         self.fallback = fallback
         self.state = ChannelState()
+        self._broken: BaseException | None = None
+        """Why the link was given up (or the client closed), once it has been."""
         self._session: str | None = None
         self._link: ClientConnection | None = None
         self._linked = asyncio.Event()
@@ -116,6 +119,7 @@ class AsyncChannelTransport:
 
     async def aclose(self) -> None:
         self._closed = True
+        await self._give_up(AgentUnreachableError(f"{CHANNEL_PATH} (agent {self.url}): the client was closed"))
         if self._reader is not None:
             self._reader.cancel()
         if self._link is not None:
@@ -135,6 +139,8 @@ class AsyncChannelTransport:
             raise
         finally:
             self._waiters.pop(seq, None)
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # retrieved: a failure given to a caller that left is not logged as lost
 
     async def _post(self, call: Call, descriptor: int) -> Reply:
         size = len(getattr(call.request, "data", b""))
@@ -154,13 +160,17 @@ class AsyncChannelTransport:
         self._blocked += 1
         try:
             async with self._answers:
-                await self._answers.wait_for(ready)
+                await self._answers.wait_for(lambda: ready() or self._broken is not None)
         finally:
             self._blocked -= 1
+        if self._broken is not None and not ready():
+            raise self._broken
 
     async def _send(self, data: bytes) -> None:
         while True:
             await self._linked.wait()
+            if self._broken is not None:
+                raise self._broken
             link = self._link
             assert link is not None
             try:
@@ -174,6 +184,11 @@ class AsyncChannelTransport:
 
     async def _ensure_link(self, session: str | None) -> bool:
         """Link if not linked yet; True when this call made the first link (or found there is none)."""
+        if self._closed:
+            raise AgentUnreachableError(f"{CHANNEL_PATH} (agent {self.url}): the client was closed")
+        if self._broken is not None and self._reader is None:  # given up before: try afresh, as a new client would
+            self._broken = None
+            self._linked.clear()
         if self._linked.is_set() or self._reader is not None:
             return False
         if self._linking is None:
@@ -198,6 +213,8 @@ class AsyncChannelTransport:
             try:
                 await self._link_once()
                 return
+            except (FrameError, ValidationError) as exc:  # a hello that is no frame of ours, or no agent's identity
+                raise ProtocolError(f"{CHANNEL_PATH} (agent {self.url}): the agent's hello: {exc}") from None
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, EOFError) as exc:
                 if isinstance(exc, InvalidStatus):
                     _refusal(exc, self.url)
@@ -242,15 +259,17 @@ class AsyncChannelTransport:
             except ConnectionClosed:
                 pass
             except FrameError as exc:
-                self._fail_all(ProtocolError(f"{CHANNEL_PATH} (agent {self.url}): {exc}"))
+                await self._give_up(ProtocolError(f"{CHANNEL_PATH} (agent {self.url}): {exc}"))
                 await link.close()
+                self._reader = None
+                return
             if self._closed:
                 return
             self._linked.clear()
             try:
                 await self._link_with_backoff()
             except (AgentError, OSError, ChannelUnavailable) as exc:
-                self._fail_all(exc if isinstance(exc, AgentError | OSError) else AgentUnreachableError(str(exc)))
+                await self._give_up(exc if isinstance(exc, AgentError | OSError) else AgentUnreachableError(str(exc)))
                 self._reader = None
                 return
 
@@ -264,10 +283,17 @@ class AsyncChannelTransport:
             async with self._answers:
                 self._answers.notify_all()
 
-    def _fail_all(self, error: BaseException) -> None:
+    async def _give_up(self, error: BaseException) -> None:
+        """The link is gone for good: every caller waiting for an answer, for room or for the link gets `error`;
+        pipelined sends without an answer are failures, raised by the next call on their socket."""
+        self._broken = error
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(error)
+        self.state.abandon_posted(str(error))
+        self._linked.set()  # wakes the writer and every caller parked on the link: they find `_broken`
+        async with self._answers:
+            self._answers.notify_all()
 
 
 def _restarted(call: Call) -> ErrorDetail:
