@@ -76,7 +76,8 @@ class AsyncAgent(AgentCore):
         raise_failures(await self.transport.flush(descriptor), self.url)
 
     async def disconnect(self) -> None:
-        """Close the connections to the agent; the agent's sockets stay as they are."""
+        """Close the connections to the agent. Sockets opened over HTTP stay open; those opened over the channel
+        are closed by the agent after its channel_grace (180 s), as for a client that is gone."""
         await self.transport.aclose()
 
     aclose = disconnect

@@ -74,7 +74,8 @@ class Agent(AgentCore):
         raise_failures(self.transport.flush(descriptor), self.url)
 
     def disconnect(self) -> None:
-        """Close the connections to the agent; the agent's sockets stay as they are."""
+        """Close the connections to the agent. Sockets opened over HTTP stay open; those opened over the channel
+        are closed by the agent after its channel_grace (180 s), as for a client that is gone."""
         self.transport.close()
 
     def __enter__(self) -> Self:
