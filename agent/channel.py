@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol import METHODS, CallId, ErrorCode, ErrorDetail
-from protocol.calls import MAX_SESSION
+from protocol.calls import valid_session
 from protocol.channel import (
     CHANNEL_PATH,
     CLOSE_PROTOCOL,
@@ -77,15 +77,17 @@ class Sessions:
             return
         del self._channels[key]
         if key in self._opened:
-            grace = self.dispatcher.limits.channel_grace
-            self._releases[key] = asyncio.get_running_loop().call_later(grace, self._release, key, channel.principal)
+            self._release_later(key, channel.principal)
 
     def opened(self, key: SessionKey, descriptor: int, principal: Principal) -> None:
         """The session opened `descriptor`; when no channel serves it any more, its release is due as well."""
         self._opened.setdefault(key, set()).add(descriptor)
         if key not in self._channels and key not in self._releases:
-            grace = self.dispatcher.limits.channel_grace
-            self._releases[key] = asyncio.get_running_loop().call_later(grace, self._release, key, principal)
+            self._release_later(key, principal)
+
+    def _release_later(self, key: SessionKey, principal: Principal) -> None:
+        grace = self.dispatcher.limits.channel_grace
+        self._releases[key] = asyncio.get_running_loop().call_later(grace, self._release, key, principal)
 
     def _release(self, key: SessionKey, principal: Principal) -> None:
         self._releases.pop(key, None)
@@ -260,9 +262,7 @@ def _error_fields(detail: ErrorDetail) -> dict[str, Any]:
 def session_of(websocket: WebSocket) -> str | None:
     """The session the client names in the upgrade URL, when it is a valid one."""
     session = websocket.query_params.get(SESSION_PARAMETER, "")
-    if not 1 <= len(session) <= MAX_SESSION or not session.isascii() or not session.isprintable() or " " in session:
-        return None
-    return session
+    return session if valid_session(session) else None
 
 
 def add_channel_route(app: FastAPI, dispatcher: Dispatcher) -> Sessions:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from protocol import METHODS, PROTOCOL_VERSION, AnyMethod, CallId, ErrorCode, ErrorDetail
 from protocol import models as m
-from protocol.errors import describe_validation, detail_from_os_error
+from protocol.errors import RESTARTED, describe_validation, detail_from_os_error
 
 from .audit import AUDITED, Audit
 from .clients import Clients
@@ -108,9 +108,7 @@ class Dispatcher:
         operation = self._operations[method.name]
         try:
             if descriptor is not None and boot and boot != self.boot_id:
-                raise Fault(
-                    ErrorCode.AGENT_RESTARTED, "the agent restarted since this socket was created; its sockets are gone"
-                )
+                raise Fault(ErrorCode.AGENT_RESTARTED, RESTARTED)
             if method.blocking:
                 result = await operation(request, principal, gone)
             else:

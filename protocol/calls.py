@@ -46,16 +46,14 @@ class CallId:
         done = fields.get("done")
         cancel = fields["cancel"].split(",") if "cancel" in fields else []
         numbers = [seq, *cancel] + ([] if done is None else [done])
-        if (
-            not dot
-            or not 1 <= len(session) <= MAX_SESSION
-            or not session.isascii()
-            or not session.isprintable()
-            or not all(map(_number, numbers))
-            or len(cancel) > MAX_CANCEL
-        ):
+        if not dot or not valid_session(session) or not all(map(_number, numbers)) or len(cancel) > MAX_CANCEL:
             raise ValueError(_bad(value))
         return cls(session, int(seq), None if done is None else int(done), tuple(map(int, cancel)))
+
+
+def valid_session(session: str) -> bool:
+    """Whether `session` may name a client's session: 1 to MAX_SESSION printable ASCII characters, no space."""
+    return 1 <= len(session) <= MAX_SESSION and session.isascii() and session.isprintable() and " " not in session
 
 
 def _bad(value: str) -> str:

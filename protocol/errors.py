@@ -36,6 +36,10 @@ class ProtocolError(AgentError):
     """The agent answered something this client does not understand."""
 
 
+RESTARTED = "the agent restarted since this socket was created; its sockets are gone"
+"""The message of agent_restarted, whichever side finds it out."""
+
+
 class ErrorCode(str, Enum):
     """Each code with its HTTP status."""
 

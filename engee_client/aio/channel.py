@@ -30,6 +30,7 @@ from protocol import (
     exception_for,
 )
 from protocol.channel import CHANNEL_PATH, MAX_FRAME, PING_INTERVAL, SESSION_PARAMETER, FrameError
+from protocol.errors import RESTARTED
 from protocol.models import AgentInfo
 
 from ..channel import ChannelState
@@ -299,7 +300,7 @@ class AsyncChannelTransport:
 def _restarted(call: Call) -> ErrorDetail:
     return ErrorDetail(
         code=ErrorCode.AGENT_RESTARTED,
-        message="the agent restarted since this socket was created; its sockets are gone",
+        message=RESTARTED,
         method=call.method.name,
     )
 
