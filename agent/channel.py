@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 from fastapi import FastAPI
@@ -27,9 +28,11 @@ from protocol.channel import (
     SESSION_PARAMETER,
     CallFrame,
     CancelFrame,
+    EndFrame,
     ErrorFrame,
     Frame,
     FrameError,
+    GrantFrame,
     HelloFrame,
     ResultFrame,
     decode,
@@ -40,6 +43,7 @@ from .dispatch import Dispatcher, error_detail
 from .gate import PRINCIPAL
 from .ledger import Outcome
 from .settings import Principal
+from .streams import Stream, nowhere
 
 log = logging.getLogger("engee.agent")
 
@@ -50,6 +54,8 @@ SessionKey = tuple[str, str]
 """(principal, session)."""
 Lane = tuple[int, bool]
 """(descriptor, reads): calls in one lane run one after another, in the order sent."""
+OUTBOX = 64
+"""Frames a channel queues for its client before it reads no more frames from it."""
 
 
 class Sessions:
@@ -60,6 +66,7 @@ class Sessions:
         self._channels: dict[SessionKey, Channel] = {}
         self._opened: dict[SessionKey, set[int]] = {}
         self._releases: dict[SessionKey, asyncio.TimerHandle] = {}
+        self._streams: dict[SessionKey, dict[int, Stream]] = {}
 
     async def join(self, channel: Channel) -> None:
         """`channel` serves its session from now on; one that served it before gives way."""
@@ -76,7 +83,9 @@ class Sessions:
         if self._channels.get(key) is not channel:
             return
         del self._channels[key]
-        if key in self._opened:
+        for stream in self._streams.get(key, {}).values():
+            stream.emit = nowhere
+        if key in self._opened or key in self._streams:
             self._release_later(key, channel.principal)
 
     def opened(self, key: SessionKey, descriptor: int, principal: Principal) -> None:
@@ -85,6 +94,40 @@ class Sessions:
         if key not in self._channels and key not in self._releases:
             self._release_later(key, principal)
 
+    def grant(self, channel: Channel, frame: GrantFrame) -> None:
+        """Start, resume or widen the session's stream of a socket, as the client's grant says."""
+        key, descriptor = channel.key, frame.descriptor
+        streams = self._streams.setdefault(key, {})
+        stream = streams.get(descriptor)
+        if stream is None:
+            owner = channel.principal.name
+            if not self.dispatcher.table.is_open(descriptor, owner):
+                detail = ErrorDetail(
+                    code=ErrorCode.BAD_DESCRIPTOR,
+                    message=f"descriptor {descriptor} is not open",
+                    method="receive",
+                    descriptor=descriptor,
+                )
+                channel.post(EndFrame(descriptor, frame.received, _error_fields(detail)))
+                return
+            entry = self.dispatcher.table.get(descriptor, owner)
+            stream = streams[descriptor] = Stream(entry, self.dispatcher.limits.read_ahead, frame.received)
+            stream.task.add_done_callback(lambda _: self._stream_over(key, stream))
+        if descriptor not in channel.streams:  # this channel's first grant: what the last one may have missed
+            channel.streams.add(descriptor)
+            stream.emit = channel.post
+            stream.replay(frame.received)
+        stream.grant(frame.received, frame.limit)
+
+    def _stream_over(self, key: SessionKey, stream: Stream) -> None:
+        """A stream that ended because its socket closed is forgotten; one at EOF stays, to tell a relinked client."""
+        entry = stream.entry
+        streams = self._streams.get(key, {})
+        if streams.get(entry.descriptor) is stream and not self.dispatcher.table.is_open(entry.descriptor, entry.owner):
+            del streams[entry.descriptor]
+            if not streams:
+                self._streams.pop(key, None)
+
     def _release_later(self, key: SessionKey, principal: Principal) -> None:
         grace = self.dispatcher.limits.channel_grace
         self._releases[key] = asyncio.get_running_loop().call_later(grace, self._release, key, principal)
@@ -92,6 +135,8 @@ class Sessions:
     def _release(self, key: SessionKey, principal: Principal) -> None:
         self._releases.pop(key, None)
         grace = self.dispatcher.limits.channel_grace
+        for stream in self._streams.pop(key, {}).values():  # what they read goes back to sockets that stay open
+            stream.entry.held.extendleft(reversed(stream.stop()))
         for descriptor in sorted(self._opened.pop(key, ())):
             if self.dispatcher.table.close(descriptor, principal.name):
                 self.dispatcher.audit.record(
@@ -114,17 +159,26 @@ class Channel:
         self._room = asyncio.Event()
         self._failed_lanes: dict[Lane, ErrorDetail] = {}
         self._cancelled: set[int] = set()
-        self._writing = asyncio.Lock()
+        self.streams: set[int] = set()
+        """The descriptors this channel has granted a stream on."""
+        self._outbox: deque[bytes] = deque()
+        self._queued = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._gone = False
 
     async def serve(self) -> None:
         await self.websocket.accept()
         await self.sessions.join(self)
+        writer = asyncio.ensure_future(self._write())
         try:
-            await self._send(HelloFrame(self.dispatcher.info.model_dump(mode="json")))
+            self.post(HelloFrame(self.dispatcher.info.model_dump(mode="json")))
             while True:
                 while len(self._calls) >= self.dispatcher.limits.channel_calls:
                     self._room.clear()  # back-pressure: the next frame is read once a call is done
                     await self._room.wait()
+                while len(self._outbox) > OUTBOX and not self._gone:  # and once a slow client took its frames
+                    self._drained.clear()
+                    await self._drained.wait()
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
@@ -136,14 +190,17 @@ class Channel:
                 except FrameError as exc:
                     await self.close(CLOSE_PROTOCOL, str(exc))
                     return
-                if not isinstance(frame, CallFrame | CancelFrame):
-                    await self.close(CLOSE_PROTOCOL, "a client sends call and cancel frames only")
+                if isinstance(frame, GrantFrame):
+                    self.sessions.grant(self, frame)
+                elif not isinstance(frame, CallFrame | CancelFrame):
+                    await self.close(CLOSE_PROTOCOL, "a client sends call, cancel and grant frames only")
                     return
-                if refusal := self._take(frame, len(message["bytes"])):
-                    await self._send(refusal)  # inline, so a client that does not read cannot pile them up
+                elif refusal := self._take(frame, len(message["bytes"])):
+                    self.post(refusal)
         except WebSocketDisconnect:
             pass
         finally:
+            writer.cancel()
             for task in self._calls.values():
                 task.cancel()  # the outcomes of calls stay in the ledger for the client's return
             self.sessions.leave(self)
@@ -221,9 +278,9 @@ class Channel:
         if outcome is None:
             return  # cancelled by the client: nobody waits for it
         if isinstance(outcome, ErrorDetail):
-            await self._send(ErrorFrame(frame.seq, _error_fields(outcome)))
+            self.post(ErrorFrame(frame.seq, _error_fields(outcome)))
             return
-        await self._send(ResultFrame(frame.seq, outcome.model_dump()))
+        self.post(ResultFrame(frame.seq, outcome.model_dump()))
 
     def _opened(self, opening: asyncio.Future[Outcome | None]) -> None:
         if opening.cancelled() or opening.exception() is not None:
@@ -242,13 +299,28 @@ class Channel:
         call_id = CallId(self.session, frame.seq, frame.done)
         return await self.dispatcher.dispatch(self.principal, method, request, call_id, frame.boot)
 
-    async def _send(self, frame: Frame) -> None:
-        data = encode(frame)
-        async with self._writing:
+    def post(self, frame: Frame) -> None:
+        """Queue `frame` for the client; frames leave in the order posted. Once the client is gone, nothing."""
+        if not self._gone:
+            self._outbox.append(encode(frame))
+            self._queued.set()
+
+    async def _write(self) -> None:
+        while True:
+            while not self._outbox:
+                self._queued.clear()
+                await self._queued.wait()
+            data = self._outbox.popleft()
+            if len(self._outbox) <= OUTBOX:
+                self._drained.set()
             try:
                 await self.websocket.send_bytes(data)
             except (WebSocketDisconnect, RuntimeError, OSError):
-                pass  # the client is gone; what it missed waits in the ledger for its return
+                break
+        # The client is gone; what it missed waits in the ledger and the streams for its return.
+        self._gone = True
+        self._outbox.clear()
+        self._drained.set()
 
 
 def _bad(message: str, method: str | None = None) -> ErrorDetail:

@@ -57,6 +57,8 @@ class Entry:
         self.connecting: asyncio.Task[None] | None = None
         self.connect_target: SocketAddress | None = None
         self._waits: dict[asyncio.Future[None], Callable[[], object]] = {}
+        self.reading_ahead = False
+        """A channel's stream waits to read it (agent/streams.py)."""
         self.held: deque[Response] = deque()
         """Answers of cancelled calls, given back: the next receive or accept takes them first."""
 
@@ -66,7 +68,10 @@ class Entry:
 
     @property
     def busy(self) -> bool:
-        """A call is in progress on it, so it is not idle however long that call waits."""
+        """A call is in progress on it, so it is not idle however long that call waits. A channel's stream
+        reading it ahead is no call: it keeps the socket alive only while data or its client's grants come."""
+        if self.reading_ahead:
+            return self.writer.locked() or self.connecting is not None
         return bool(self._waits) or self.reader.locked() or self.writer.locked() or self.connecting is not None
 
     def info(self) -> SocketInfo:

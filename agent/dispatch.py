@@ -54,6 +54,9 @@ class Dispatcher:
             protocol_version=PROTOCOL_VERSION,
             methods=METHODS.names(),
             transports=["http", "channel"],
+            max_bufsize=settings.limits.max_bufsize,
+            read_ahead=settings.limits.read_ahead,
+            idle_timeout=settings.limits.idle_timeout,
         )
         self._operations: dict[str, Operation] = {
             method.name: getattr(self.operations, method.name) for method in METHODS

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from protocol import ErrorCode
 from protocol import models as m
+from protocol.errors import over_max_bufsize
 
 from .descriptors import FAMILIES, TYPES, DescriptorTable, Entry, Gone, SocketAddress, futures
 from .faults import CallerGone, Fault
@@ -130,31 +131,12 @@ class Operations:
     ) -> m.ReceiveResponse:
         entry = self.table.get(request.descriptor, principal.name)
         if request.bufsize > self.limits.max_bufsize:
-            raise Fault(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"bufsize {request.bufsize} is over the agent's limit max_bufsize = {self.limits.max_bufsize}",
-            )
+            raise Fault(ErrorCode.PAYLOAD_TOO_LARGE, over_max_bufsize(request.bufsize, self.limits.max_bufsize))
         if entry.held:
             return _cut(entry, _held(entry, m.ReceiveResponse), request.bufsize)
-        size = request.bufsize
-
-        def call() -> tuple[bytes, SocketAddress | None, bool]:
-            if entry.stream:
-                return entry.sock.recv(size), None, False
-            if not _RECVMSG:
-                return *entry.sock.recvfrom(size), False
-            data, _, flags, sender = entry.sock.recvmsg(size)
-            return data, sender, bool(flags & socket.MSG_TRUNC)
-
         async with self._wait_slot(principal):
-            result = await _attempt(entry, entry.reader, request.wait, False, call, gone)
-        if result is None:
-            return m.ReceiveResponse(pending=True)
-        data, sender, truncated = result
-        entry.bytes_in += len(data)
-        if sender is None:
-            return m.ReceiveResponse(data=data, eof=not data)
-        return m.ReceiveResponse(data=data, peer=m.Address(host=sender[0], port=sender[1]), truncated=truncated)
+            result = await read(entry, request.bufsize, request.wait, gone)
+        return m.ReceiveResponse(pending=True) if result is None else result
 
     def give_back(self, principal: Principal, request: m.Request, outcome: m.Response) -> None:
         """What a cancelled call took goes back to its socket, first in line for the next call of its kind:
@@ -236,6 +218,30 @@ class Operations:
         except socket.gaierror:
             return set()
         return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+
+
+async def read(
+    entry: Entry, size: int, wait: float | None = None, gone: Gone | None = None
+) -> m.ReceiveResponse | None:
+    """Up to `size` bytes of a stream socket (empty with `eof` at its end), or one datagram with its sender;
+    None when `wait` seconds pass first. Waits for readiness first, so a wait that ends empty loses nothing."""
+
+    def call() -> tuple[bytes, SocketAddress | None, bool]:
+        if entry.stream:
+            return entry.sock.recv(size), None, False
+        if not _RECVMSG:
+            return *entry.sock.recvfrom(size), False
+        data, _, flags, sender = entry.sock.recvmsg(size)
+        return data, sender, bool(flags & socket.MSG_TRUNC)
+
+    result = await _attempt(entry, entry.reader, wait, False, call, gone)
+    if result is None:
+        return None
+    data, sender, truncated = result
+    entry.bytes_in += len(data)
+    if sender is None:
+        return m.ReceiveResponse(data=data, eof=not data)
+    return m.ReceiveResponse(data=data, peer=m.Address(host=sender[0], port=sender[1]), truncated=truncated)
 
 
 def _held(entry: Entry, kind: type[Given]) -> Given:

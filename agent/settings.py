@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from protocol import MAX_PAYLOAD, TOKEN_VARIABLE
+from protocol.channel import READ_AHEAD
 
 from .policy import DEFAULT_CONNECT_DENY, Policy, PolicyError, RuleSet
 
@@ -66,6 +67,8 @@ class Limits:
     """Seconds a channel's client may be gone before the sockets it opened are closed; 0 closes them at once."""
     channel_calls: int = 1024
     """Calls one channel may have in flight at once; past that it reads no more frames until one is done."""
+    read_ahead: int = READ_AHEAD
+    """Bytes a channel's stream may read from a TCP socket ahead of its client's receives, at most."""
     idle_timeout: float = 3600.0
     """Seconds a socket may go without a call before the agent closes it; 0 never reaps."""
 

@@ -3,27 +3,37 @@
 `ChannelState` keeps every call that has no answer yet (to send again under its seq after a lost
 link), and the pipelined sends: a `send` is answered at once, as a kernel's send buffer does, within
 a window of bytes and calls per socket; a failure of one is kept and raised by the next call on that
-socket, or by `flush` or `close`. The asyncio transport (aio/channel.py) moves the frames.
+socket, or by `flush` or `close`. And the read-ahead streams: the first `receive` on a socket grants
+the agent a window to read it ahead; later receives answer from what arrived, and the window is
+granted again as it is used. The transports (aio/channel.py, sync/channel.py) move the frames.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
-from protocol import ErrorCode, ErrorDetail
+from protocol import METHODS, ErrorCode, ErrorDetail
 from protocol import models as m
 from protocol.calls import MAX_CANCEL
 from protocol.channel import (
+    DATAGRAMS_AHEAD,
+    READ_AHEAD,
     CallFrame,
     CancelFrame,
+    DataFrame,
+    EndFrame,
     ErrorFrame,
     FrameError,
+    GrantFrame,
     HelloFrame,
     ResultFrame,
     decode,
     encode,
 )
+from protocol.errors import RESTARTED, over_max_bufsize
+from protocol.models import LONG_POLL
 
 from .transport import Call, Reply
 
@@ -45,17 +55,46 @@ class _Posted:
     """Sends in flight when a failure was raised: theirs are the same failure, not raised again."""
 
 
-class ChannelState:
-    """The calls of one channel session that await an answer, and its pipelined sends per socket."""
+@dataclass
+class _Stream:
+    """What the agent streamed of one socket and no receive has taken yet."""
 
-    def __init__(self, window_bytes: int = WINDOW_BYTES, window_calls: int = WINDOW_CALLS) -> None:
+    descriptor: int
+    window: int
+    received: int = 0
+    """Offset after the last byte (or datagram) that arrived."""
+    consumed: int = 0
+    granted: int = 0
+    """The limit last granted."""
+    granted_at: int = 0
+    """`consumed` when it was granted."""
+    datagrams: bool = False
+    chunks: deque[tuple[bytes, list[Any] | None]] = field(default_factory=deque)
+    """(data, sender); the first chunk may be partly taken already (`cut` bytes of it)."""
+    cut: int = 0
+    end: EndFrame | None = None
+
+    def grant(self) -> bytes:
+        self.granted, self.granted_at = self.consumed + self.window, self.consumed
+        return encode(GrantFrame(self.descriptor, self.received, self.granted))
+
+
+class ChannelState:
+    """The calls of one channel session that await an answer, its pipelined sends and its streams per socket."""
+
+    def __init__(
+        self, window_bytes: int = WINDOW_BYTES, window_calls: int = WINDOW_CALLS, read_ahead: int = READ_AHEAD
+    ) -> None:
         self.window_bytes, self.window_calls = window_bytes, window_calls
+        self.read_ahead = read_ahead
+        """The window a stream grants, in bytes; 0 reads no socket ahead (every receive is a call)."""
         self.info: m.AgentInfo | None = None
         self._unanswered: dict[int, tuple[Call, bytes]] = {}
         self._cancels: deque[int] = deque(maxlen=MAX_CANCEL)
         self._posted: dict[int, _Posted] = {}
         self._posted_seqs: dict[int, int] = {}
         """seq of a pipelined send -> its descriptor."""
+        self._streams: dict[int, _Stream] = {}
 
     def frame(self, call: Call) -> bytes:
         """The frame of `call`, kept until its answer arrives."""
@@ -66,6 +105,8 @@ class ChannelState:
             done = min(done, min(self._unanswered) - 1)
         data = encode(CallFrame(call_id.seq, call.method.name, fields, call.boot, done))
         self._unanswered[call_id.seq] = (call, data)
+        if call.method is METHODS.close:
+            self._streams.pop(fields["descriptor"], None)  # what was read ahead goes with the socket
         return data
 
     def cancel(self, seq: int) -> bytes:
@@ -80,10 +121,99 @@ class ChannelState:
         self._unanswered.pop(seq, None)
 
     def unanswered(self) -> list[bytes]:
-        """What a new link sends again: the latest cancels, then every call still without an answer, oldest first."""
-        return [encode(CancelFrame(seq)) for seq in self._cancels] + [
-            self._unanswered[seq][1] for seq in sorted(self._unanswered)
-        ]
+        """What a new link sends again: the latest cancels, every call still without an answer, oldest first,
+        and each stream's grant, saying what arrived of it."""
+        return (
+            [encode(CancelFrame(seq)) for seq in self._cancels]
+            + [self._unanswered[seq][1] for seq in sorted(self._unanswered)]
+            + [encode(GrantFrame(d, stream.received, stream.granted)) for d, stream in self._streams.items()]
+        )
+
+    def streams(self, call: Call) -> bool:
+        """Whether `call` is a receive that the socket's stream answers, rather than a call to the agent."""
+        return bool(self.read_ahead) and call.method is METHODS.receive
+
+    def receive(self, call: Call) -> tuple[Reply | None, list[bytes]]:
+        """What a receive gets from its socket's stream now (None: nothing yet), and the frames to send for it:
+        the grant that starts the stream, or one that widens it again as receives use it."""
+        request = call.request
+        assert isinstance(request, m.ReceiveRequest)
+        boot = self.info.boot_id if self.info else None
+        if call.boot and boot and call.boot != boot:
+            return Reply(ErrorDetail(code=ErrorCode.AGENT_RESTARTED, message=RESTARTED, method="receive"), boot), []
+        limit = self.info.max_bufsize if self.info else None
+        if limit is not None and request.bufsize > limit:
+            detail = ErrorDetail(
+                code=ErrorCode.PAYLOAD_TOO_LARGE, message=over_max_bufsize(request.bufsize, limit), method="receive"
+            )
+            return Reply(detail, boot), []
+        stream = self._streams.get(request.descriptor)
+        if stream is None:
+            window = min(self.read_ahead, self.info.read_ahead or self.read_ahead) if self.info else self.read_ahead
+            stream = self._streams[request.descriptor] = _Stream(request.descriptor, window)
+            return None, [stream.grant()]
+        outcome = self._take(stream, request.bufsize)
+        if outcome is None:
+            return None, []
+        frames = [stream.grant()] if stream.consumed - stream.granted_at >= max(1, stream.window // 2) else []
+        return Reply(outcome, boot), frames
+
+    def grant_again(self, call: Call) -> bytes | None:
+        """The grant a receive waiting for its stream sends every `touch_every()` seconds: a socket waited on is
+        in use, and the agent closes no socket in use as idle."""
+        stream = self._streams.get(getattr(call.request, "descriptor", 0))
+        return encode(GrantFrame(stream.descriptor, stream.received, stream.granted)) if stream else None
+
+    def touch_every(self) -> float:
+        """Seconds between a waiting receive's grants: well within the agent's idle_timeout."""
+        idle = self.info.idle_timeout if self.info else None
+        return min(LONG_POLL, idle / 3) if idle else LONG_POLL
+
+    def _take(self, stream: _Stream, bufsize: int) -> m.ReceiveResponse | ErrorDetail | None:
+        if stream.chunks and stream.datagrams:
+            data, peer = stream.chunks.popleft()
+            stream.consumed += 1
+            sender = m.Address(host=peer[0], port=peer[1]) if peer else None
+            return m.ReceiveResponse(data=data[:bufsize], peer=sender, truncated=len(data) > bufsize)
+        if stream.chunks:
+            taken = bytearray()
+            while stream.chunks and len(taken) < bufsize:
+                data = stream.chunks[0][0]
+                piece = data[stream.cut : stream.cut + bufsize - len(taken)]
+                taken += piece
+                stream.cut += len(piece)
+                if stream.cut == len(data):
+                    stream.chunks.popleft()
+                    stream.cut = 0
+            stream.consumed += len(taken)
+            return m.ReceiveResponse(data=bytes(taken))
+        if stream.end is None:
+            return None
+        if stream.end.error is None:
+            return m.ReceiveResponse(eof=True)  # and so is every later receive, as on a local socket
+        del self._streams[stream.descriptor]  # told once; a later receive starts afresh
+        return ErrorDetail.model_validate(stream.end.error)
+
+    def _streamed(self, frame: DataFrame | EndFrame) -> None:
+        stream = self._streams.get(frame.descriptor)
+        if stream is None:
+            return  # the socket was closed here: what was on its way goes with it
+        if isinstance(frame, EndFrame):
+            stream.end = frame
+            return
+        stream.datagrams = frame.peer is not None
+        if stream.datagrams:
+            stream.window = min(stream.window, DATAGRAMS_AHEAD)
+        data = frame.data
+        length = 1 if stream.datagrams else len(data)
+        if frame.offset + length <= stream.received:
+            return  # sent again after a cut: here already
+        if frame.offset > stream.received:
+            raise FrameError(f"descriptor {frame.descriptor}'s stream skips from {stream.received} to {frame.offset}")
+        if not stream.datagrams:
+            data = data[stream.received - frame.offset :]
+        stream.chunks.append((data, frame.peer))
+        stream.received += 1 if stream.datagrams else len(data)
 
     def post(self, call: Call, descriptor: int) -> Reply:
         """A pipelined send is on its way: its answer is the bytes it sends, at once."""
@@ -139,10 +269,16 @@ class ChannelState:
 
     def received(self, data: bytes) -> tuple[int | None, Reply | None]:
         """What a frame from the agent means: (seq, reply) for the caller waiting on seq, (None, None) for a
-        hello or the answer of a pipelined send; FrameError for a frame no agent sends."""
+        hello, the answer of a pipelined send or a stream's data; FrameError for a frame no agent sends."""
         frame = decode(data)
         if isinstance(frame, HelloFrame):
-            self.info = m.AgentInfo.model_validate(frame.info)
+            info = m.AgentInfo.model_validate(frame.info)
+            if self.info is not None and info.boot_id != self.info.boot_id:
+                self._streams.clear()  # a restarted agent has none of them
+            self.info = info
+            return None, None
+        if isinstance(frame, DataFrame | EndFrame):
+            self._streamed(frame)
             return None, None
         if not isinstance(frame, ResultFrame | ErrorFrame):
             raise FrameError(f"an agent does not send {type(frame).__name__}")

@@ -10,11 +10,19 @@ in another language can implement it:
                                                               descriptor came with, or nil; `done`: every
                                                               answer up to this seq has arrived, or nil
                       [2, seq]                                CANCEL: the client gave up on call `seq`
+                      [5, descriptor, received, limit]        GRANT: read this socket ahead of the calls and
+                                                              stream it here, up to stream offset `limit`;
+                                                              the client holds every byte before `received`
     agent -> client   [0, info]                               HELLO: the first frame, the agent's identity
                                                               (the map of GET /v1/agent)
                       [3, seq, fields]                        RESULT of call `seq`: the response's map
                       [4, seq, error]                         ERROR of call `seq` (nil: of no call): the map
                                                               of the HTTP error body's "error"
+                      [6, descriptor, offset, data, peer]     DATA of a granted stream: `data` (bin) starts at
+                                                              stream offset `offset`; on a datagram socket it
+                                                              is one datagram and `peer` its sender [host, port]
+                      [7, descriptor, offset, error]          END of a stream after `offset` bytes: nil when the
+                                                              peer closed (EOF), else the error map
 
 `seq` numbers the calls of one session, as `<session>.<seq>` does on HTTP, and shares the agent's
 ledger with it: each runs at most once, so after a lost link the client opens a new channel with
@@ -22,6 +30,14 @@ the same session and sends every unanswered call again under its seq. Calls star
 sent; calls on one descriptor complete in order (reads, `receive` and `accept`, in a lane of their
 own, so a waiting read never holds back a send or a close). A frame that cannot be parsed closes
 the channel with code `CLOSE_PROTOCOL`; a well-formed frame with bad content gets an ERROR frame.
+
+A stream is read-ahead for `receive`: once the client grants a window on a socket, the agent reads
+it as data comes and sends DATA frames while the stream's offset is below the granted limit, so
+memory stays bounded on both sides and TCP's flow control still slows the peer. The agent keeps
+what it sent until a later GRANT says it `received` it, and sends it again on a new channel of the
+same session, from there: nothing read from the OS is lost in a cut, and a client drops what it has
+already by its offset. Offsets and limits count bytes on a stream (TCP) socket, and datagrams on a
+datagram socket, where a stream carries at most DATAGRAMS_AHEAD ahead.
 """
 
 from __future__ import annotations
@@ -39,6 +55,13 @@ CHANNEL_PATH = f"{PREFIX}/channel"
 SESSION_PARAMETER = "session"
 MAX_FRAME = MAX_PAYLOAD + 64 * 1024
 """Largest frame either side sends or takes: a maximal payload and its fields."""
+
+READ_AHEAD = 16 << 20
+"""Bytes of a socket a stream may carry ahead of the client's receives (the agent's limit read_ahead caps it)."""
+DATAGRAMS_AHEAD = 256
+"""Datagrams a stream of a datagram socket carries ahead of the client's receives, at most."""
+STREAM_CHUNK = 1 << 20
+"""The most a DATA frame of a stream socket carries."""
 
 PING_INTERVAL = 10.0
 """Seconds between WebSocket pings, each way; a ping unanswered for as long marks the link dead."""
@@ -59,6 +82,9 @@ class Kind(IntEnum):
     CANCEL = 2
     RESULT = 3
     ERROR = 4
+    GRANT = 5
+    DATA = 6
+    END = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +118,30 @@ class ErrorFrame:
     error: dict[str, Any]
 
 
-Frame = CallFrame | CancelFrame | HelloFrame | ResultFrame | ErrorFrame
+@dataclass(frozen=True, slots=True)
+class GrantFrame:
+    descriptor: int
+    received: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataFrame:
+    descriptor: int
+    offset: int
+    data: bytes
+    peer: list[Any] | None = None
+    """[host, port] of a datagram's sender."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndFrame:
+    descriptor: int
+    offset: int
+    error: dict[str, Any] | None = None
+
+
+Frame = CallFrame | CancelFrame | HelloFrame | ResultFrame | ErrorFrame | GrantFrame | DataFrame | EndFrame
 
 
 class FrameError(ValueError):
@@ -112,6 +161,12 @@ def encode(frame: Frame) -> bytes:
             items = [Kind.RESULT, seq, fields]
         case ErrorFrame(seq, error):
             items = [Kind.ERROR, seq, error]
+        case GrantFrame(descriptor, received, limit):
+            items = [Kind.GRANT, descriptor, received, limit]
+        case DataFrame(descriptor, offset, data, peer):
+            items = [Kind.DATA, descriptor, offset, data, peer]
+        case EndFrame(descriptor, offset, error):
+            items = [Kind.END, descriptor, offset, error]
     return msgpack.packb(items, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -121,6 +176,9 @@ _SHAPES: dict[Kind, tuple[type | tuple[type, ...], ...]] = {
     Kind.HELLO: (dict,),
     Kind.RESULT: (int, dict),
     Kind.ERROR: ((int, type(None)), dict),
+    Kind.GRANT: (int, int, int),
+    Kind.DATA: (int, int, bytes, (list, type(None))),
+    Kind.END: (int, int, (dict, type(None))),
 }
 _FRAMES: dict[Kind, type[Frame]] = {
     Kind.CALL: CallFrame,
@@ -128,6 +186,9 @@ _FRAMES: dict[Kind, type[Frame]] = {
     Kind.HELLO: HelloFrame,
     Kind.RESULT: ResultFrame,
     Kind.ERROR: ErrorFrame,
+    Kind.GRANT: GrantFrame,
+    Kind.DATA: DataFrame,
+    Kind.END: EndFrame,
 }
 
 
@@ -140,7 +201,10 @@ def decode(data: bytes) -> Frame:
     except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for malformed input
         raise FrameError(f"not a msgpack message: {type(exc).__name__}") from None
     if not isinstance(items, list) or not items or type(items[0]) is not int or items[0] not in _SHAPES:
-        raise FrameError("a frame is an array whose first item is a kind: 0 hello, 1 call, 2 cancel, 3 result, 4 error")
+        raise FrameError(
+            "a frame is an array whose first item is a kind: "
+            "0 hello, 1 call, 2 cancel, 3 result, 4 error, 5 grant, 6 data, 7 end"
+        )
     kind = Kind(items[0])
     shape = _SHAPES[kind]
     if len(items) != len(shape) + 1:
@@ -148,4 +212,6 @@ def decode(data: bytes) -> Frame:
     for index, (item, expected) in enumerate(zip(items[1:], shape, strict=True), start=1):
         if not isinstance(item, expected) or isinstance(item, bool):
             raise FrameError(f"item {index} of a {kind.name.lower()} frame has the wrong type ({type(item).__name__})")
+    if kind is Kind.GRANT and not 0 <= items[2] <= items[3]:
+        raise FrameError(f"a grant's received offset {items[2]} must be >= 0 and at most its limit {items[3]}")
     return _FRAMES[kind](*items[1:])

@@ -40,6 +40,11 @@ RESTARTED = "the agent restarted since this socket was created; its sockets are 
 """The message of agent_restarted, whichever side finds it out."""
 
 
+def over_max_bufsize(bufsize: int, limit: int) -> str:
+    """The message of a receive asking for more than the agent gives at once, whichever side finds it out."""
+    return f"bufsize {bufsize} is over the agent's limit max_bufsize = {limit}"
+
+
 class ErrorCode(str, Enum):
     """Each code with its HTTP status."""
 

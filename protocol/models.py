@@ -186,3 +186,8 @@ class AgentInfo(Response):
     protocol_version: int
     methods: list[str]
     transports: list[str] = Field(default=["http"], description="How to call it: http, channel (/v1/channel).")
+    max_bufsize: int | None = Field(default=None, description="The largest bufsize a receive may ask for.")
+    read_ahead: int | None = Field(default=None, description="The largest window a channel's stream may grant.")
+    idle_timeout: float | None = Field(
+        default=None, description="Seconds a socket may go without a call before the agent closes it; 0 never."
+    )

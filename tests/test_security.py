@@ -219,25 +219,31 @@ def test_bufsize_and_body_limits(alice: Agent) -> None:
 
 
 def test_concurrent_waits_limit(alice: Agent) -> None:
-    quiet = [alice.Socket("AF_INET", "SOCK_DGRAM") for _ in range(3)]
+    """Accepts wait on the agent over either transport (a receive over the channel is served by its stream)."""
+    quiet = [alice.Socket("AF_INET", "SOCK_STREAM") for _ in range(3)]
     for sock in quiet:
         sock.bind("127.0.0.1", 0)
+        sock.listen(1)
 
     def wait_on(sock):  # the probe below may take a slot first: then try again
         while True:
             try:
-                return sock.receive(10, 5.0)
+                return sock.accept(5.0)
             except LimitExceededError:
                 continue
+            except TimeoutError:
+                return None
 
     waiting = [Background(wait_on, sock) for sock in quiet[:2]]
     deadline = time.monotonic() + 5
     error = None
     while error is None and time.monotonic() < deadline:  # until both waits have reached the agent
         try:
-            quiet[2].receive(10, timeout=0)
+            quiet[2].accept(timeout=0)
         except LimitExceededError as exc:
             error = exc
+        except TimeoutError:
+            pass
     assert error is not None and "the limit waits_total" in str(error)
     for background in waiting:
         assert background.join_result() is None
@@ -299,22 +305,25 @@ def test_one_principal_cannot_hold_every_wait(tmp_path: Path) -> None:
         AgentProcess("--config", str(config), log_dir=str(tmp_path)) as process,
         Agent(process.url, token=TOKENS["alice"]) as alice,
         Agent(process.url, token=TOKENS["bob"]) as bob,
-        alice.Socket("AF_INET", "SOCK_DGRAM") as held,
-        alice.Socket("AF_INET", "SOCK_DGRAM") as more,
-        bob.Socket("AF_INET", "SOCK_DGRAM") as bobs,
+        alice.Socket("AF_INET", "SOCK_STREAM") as held,
+        alice.Socket("AF_INET", "SOCK_STREAM") as more,
+        bob.Socket("AF_INET", "SOCK_STREAM") as bobs,
     ):
         for sock in (held, more, bobs):
             sock.bind("127.0.0.1", 0)
-        waiting = Background(held.receive, 10)  # alice's one wait, held until a datagram comes
+            sock.listen(1)
+        waiting = Background(held.accept)  # alice's one wait, held until a connection comes
         error = None
         deadline = time.monotonic() + 5
         while error is None and time.monotonic() < deadline:  # until alice's wait has reached the agent
             try:
-                more.receive(10, timeout=0)
+                more.accept(timeout=0)
             except LimitExceededError as exc:
                 error = exc
+            except TimeoutError:
+                pass
         assert error is not None and "the limit waits_per_principal" in str(error)
-        assert bobs.receive(10, timeout=0.1) is None  # bob still gets a wait of his own
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-            peer.sendto(b"done", held.local_address)
-        assert bytes(waiting.join_result()) == b"done"
+        with pytest.raises(TimeoutError):
+            bobs.accept(timeout=0.1)  # bob still gets a wait of his own
+        with socket.create_connection(held.local_address):
+            assert waiting.join_result() > 0

@@ -31,7 +31,7 @@ from protocol import (
 )
 from protocol.channel import CHANNEL_PATH, MAX_FRAME, PING_INTERVAL, SESSION_PARAMETER, FrameError
 from protocol.errors import RESTARTED
-from protocol.models import AgentInfo
+from protocol.models import AgentInfo, ReceiveResponse
 
 from ..channel import ChannelState
 from ..transport import AsyncTransport, Call, Reply
@@ -98,6 +98,8 @@ class AsyncChannelTransport:
                 return Reply(failure, self._boot())
         if self.pipeline and call.method is METHODS.send and descriptor is not None:
             return await self._post(call, descriptor)
+        if self.state.streams(call):
+            return await self._receive(call)
         reply = await self._request(call)
         if descriptor is not None and call.method.name in _CLOSES and (failure := self.state.failure(descriptor)):
             return Reply(failure, reply.boot)  # closed, and the send that failed before is raised
@@ -142,6 +144,31 @@ class AsyncChannelTransport:
             self._waiters.pop(seq, None)
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()  # retrieved: a failure given to a caller that left is not logged as lost
+
+    async def _receive(self, call: Call) -> Reply:
+        """A receive answered from its socket's stream, waiting at most the call's `wait` for data to arrive."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + getattr(call.request, "wait", 0.0)
+        while True:
+            reply, frames = self.state.receive(call)
+            for frame in frames:
+                await self._send(frame)
+            if reply is not None:
+                return reply
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return Reply(ReceiveResponse(pending=True), self._boot())
+            self._blocked += 1
+            try:
+                async with self._answers:
+                    await asyncio.wait_for(self._answers.wait(), min(remaining, self.state.touch_every()))
+            except TimeoutError:  # the agent hears of a wait as of a call: a socket waited on is not idle
+                if again := self.state.grant_again(call):
+                    await self._send(again)
+            finally:
+                self._blocked -= 1
+            if self._broken is not None:
+                raise self._broken
 
     async def _post(self, call: Call, descriptor: int) -> Reply:
         size = len(getattr(call.request, "data", b""))

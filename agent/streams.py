@@ -1,0 +1,112 @@
+"""Read-ahead streams: a socket read as data comes, and sent to its channel's client ahead of the receives.
+
+A client that grants a window on a socket (a GRANT frame) gets what arrives on it in DATA frames
+while the stream is below the granted limit; its `receive` answers from what already arrived, so
+a loop of receives over a long link pays no round trip each. The agent reads no further than the
+window, so memory stays bounded on both sides and TCP's flow control still slows the peer. A stream
+keeps what it sent until a later grant says the client received it, and sends that again when the
+session's next channel grants after a cut: nothing read from the OS is lost or delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+from protocol import models as m
+from protocol.channel import DATAGRAMS_AHEAD, STREAM_CHUNK, DataFrame, EndFrame, Frame
+from protocol.errors import detail_from_os_error
+
+from .descriptors import Entry
+from .operations import read
+
+DATAGRAM = 65535
+"""What a datagram socket's stream reads at once: any datagram whole."""
+
+
+def nowhere(frame: Frame) -> None:
+    """Where a stream's frames go while its session has no channel: they are kept, and sent again later."""
+
+
+class Stream:
+    """One socket's read-ahead for one channel session."""
+
+    def __init__(self, entry: Entry, read_ahead: int, start: int = 0) -> None:
+        self.entry = entry
+        self.cap = read_ahead if entry.stream else DATAGRAMS_AHEAD
+        """The most it holds unacknowledged: bytes on TCP, datagrams on UDP."""
+        self.emit: Callable[[Frame], None] = nowhere
+        self.received = self.sent = self.limit = start
+        self.end: EndFrame | None = None
+        self._kept: deque[DataFrame] = deque()
+        self._room = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    def grant(self, received: int, limit: int) -> None:
+        """The client holds everything before `received`, and may take data up to `limit`. A grant is a call:
+        the socket is in use."""
+        self.entry.last_call = time.monotonic()
+        if received > self.received:
+            self.received = min(received, self.sent)
+            while self._kept and self._kept[0].offset + self._length(self._kept[0]) <= self.received:
+                self._kept.popleft()
+        self.limit = max(self.limit, min(limit, self.received + self.cap))
+        if self.sent < self.limit:
+            self._room.set()
+
+    def replay(self, received: int) -> None:
+        """Send again what a client that holds everything before `received` may not have, then the end."""
+        for frame in self._kept:
+            if frame.offset + self._length(frame) > received:
+                self.emit(frame)
+        if self.end is not None:
+            self.emit(self.end)
+
+    def stop(self) -> list[m.ReceiveResponse]:
+        """Stop reading; what was read and not acknowledged, as answers to give back to the socket."""
+        self.task.cancel()
+        kept, self._kept = self._kept, deque()
+        return [
+            m.ReceiveResponse(
+                data=frame.data, peer=m.Address(host=frame.peer[0], port=frame.peer[1]) if frame.peer else None
+            )
+            for frame in kept
+        ]
+
+    async def _run(self) -> None:
+        entry = self.entry
+        while True:
+            while self.sent >= self.limit:
+                self._room.clear()
+                await self._room.wait()
+            size = min(self.limit - self.sent, STREAM_CHUNK) if entry.stream else DATAGRAM
+            try:
+                given = entry.held.popleft() if entry.held and isinstance(entry.held[0], m.ReceiveResponse) else None
+                entry.reading_ahead = True
+                got = given or await read(entry, size)
+            except OSError as exc:
+                detail = detail_from_os_error(exc, "receive", entry.descriptor)
+                self._finish(EndFrame(entry.descriptor, self.sent, detail.model_dump(mode="json", exclude_none=True)))
+                return
+            finally:
+                entry.reading_ahead = False
+            assert isinstance(got, m.ReceiveResponse)
+            entry.last_call = time.monotonic()
+            if entry.stream and not got.data:
+                self._finish(EndFrame(entry.descriptor, self.sent, None))
+                return
+            peer = [got.peer.host, got.peer.port] if got.peer else None
+            frame = DataFrame(entry.descriptor, self.sent, got.data, peer)
+            self.sent += self._length(frame)
+            self._kept.append(frame)
+            self.emit(frame)
+
+    def _length(self, frame: DataFrame) -> int:
+        """How far a frame moves the stream's offset: its bytes, or one datagram."""
+        return len(frame.data) if self.entry.stream else 1
+
+    def _finish(self, end: EndFrame) -> None:
+        self.end = end
+        self.emit(end)
