@@ -1,23 +1,31 @@
 """The client's side of a session channel, without I/O: the frames to send, what each frame received means.
 
+`ChannelState.exchange(call)` is a call's whole course on the channel, written once for both
+transports as a generator, the way core.py writes operations: it yields the frames to send and the
+`Wait`s it needs (for an answer, for room in a send window, for a stream's data) and returns the
+call's `Reply`. The asyncio transport (aio/channel.py) and the blocking one (sync/channel.py) drive
+it with their own I/O, and feed every frame they read to `received`.
+
 `ChannelState` keeps every call that has no answer yet (to send again under its seq after a lost
 link), and the pipelined sends: a `send` is answered at once, as a kernel's send buffer does, within
 a window of bytes and calls per socket; a failure of one is kept and raised by the next call on that
 socket, or by `flush` or `close`. And the read-ahead streams: the first `receive` on a socket grants
 the agent a window to read it ahead; later receives answer from what arrived, and the window is
-granted again as it is used. The transports (aio/channel.py, sync/channel.py) move the frames.
+granted again as it is used.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import METHODS, ErrorCode, ErrorDetail
+from protocol import METHODS, ErrorBody, ErrorCode, ErrorDetail, exception_for
 from protocol import models as m
 from protocol.calls import MAX_CANCEL
 from protocol.channel import (
+    CHANNEL_PATH,
     DATAGRAMS_AHEAD,
     READ_AHEAD,
     CallFrame,
@@ -79,22 +87,169 @@ class _Stream:
         return encode(GrantFrame(self.descriptor, self.received, self.granted))
 
 
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """What a flow waits for: until `ready()`, at most `timeout` seconds (None: as long as it takes). The
+    transport sends back whether it became ready, and raises instead when the link is given up."""
+
+    ready: Callable[[], bool]
+    timeout: float | None = None
+
+
+Step = bytes | Wait
+"""What a flow yields: a frame to send, or a wait."""
+Flow = Generator[Step, bool, Any]
+
+
+def channel_url(url: str) -> str:
+    """The WebSocket URL of the channel of the agent at `url`: ws:// for http://, wss:// for https://."""
+    scheme, _, rest = url.rstrip("/").partition("://")
+    return {"http": "ws", "https": "wss"}.get(scheme, scheme) + "://" + rest + CHANNEL_PATH
+
+
+class ChannelUnavailable(Exception):
+    """The agent has no channel: its upgrade was answered 404."""
+
+
+def refused_upgrade(status: int, body: bytes, where: str) -> None:
+    """Raise what an upgrade the agent refused with HTTP `status` means: no channel, a bad token, a refused
+    origin or host. Returns for a proxy's 5xx without an error body of ours: worth trying again."""
+    if status == 404:
+        raise ChannelUnavailable()
+    try:
+        detail = ErrorBody.model_validate_json(body or b"").error
+    except ValueError:
+        if status >= 500:
+            return
+        detail = ErrorDetail(code=ErrorCode.BAD_REQUEST, message=f"the upgrade was refused with HTTP {status}")
+    raise exception_for(detail, where)
+
+
 class ChannelState:
     """The calls of one channel session that await an answer, its pipelined sends and its streams per socket."""
 
     def __init__(
-        self, window_bytes: int = WINDOW_BYTES, window_calls: int = WINDOW_CALLS, read_ahead: int = READ_AHEAD
+        self,
+        window_bytes: int = WINDOW_BYTES,
+        window_calls: int = WINDOW_CALLS,
+        read_ahead: int = READ_AHEAD,
+        pipeline: bool = True,
     ) -> None:
         self.window_bytes, self.window_calls = window_bytes, window_calls
         self.read_ahead = read_ahead
         """The window a stream grants, in bytes; 0 reads no socket ahead (every receive is a call)."""
+        self.pipeline = pipeline
+        """Whether a send is answered at once (False: each waits for the agent's answer)."""
         self.info: m.AgentInfo | None = None
         self._unanswered: dict[int, tuple[Call, bytes]] = {}
+        self._replies: dict[int, Reply] = {}
         self._cancels: deque[int] = deque(maxlen=MAX_CANCEL)
         self._posted: dict[int, _Posted] = {}
         self._posted_seqs: dict[int, int] = {}
         """seq of a pipelined send -> its descriptor."""
         self._streams: dict[int, _Stream] = {}
+
+    @property
+    def boot(self) -> str | None:
+        return self.info.boot_id if self.info else None
+
+    def exchange(self, call: Call) -> Flow:
+        """The course of one call: cancels it carries go first; a socket from before a restart, or one whose
+        pipelined send failed, is answered here; a close waits for the socket's sends; a send is pipelined,
+        a receive served from the socket's stream, anything else sent and its answer awaited."""
+        for seq in call.call_id.cancel:
+            yield self.cancel(seq)
+        descriptor = getattr(call.request, "descriptor", None)
+        if descriptor is None:
+            return (yield from self._request(call))
+        if call.boot and self.info and call.boot != self.info.boot_id:
+            return Reply(_restarted(call.method.name), self.boot)  # what the agent would answer, known here already
+        if call.method is METHODS.close:
+            yield Wait(lambda: not self.in_flight(descriptor))
+            reply = yield from self._request(call)
+            failure = self.failure(descriptor)
+            return Reply(failure, reply.boot) if failure else reply  # closed, and the send that failed is raised
+        if (failure := self.failure(descriptor)) is not None:
+            return Reply(failure, self.boot)
+        if self.pipeline and call.method is METHODS.send:
+            return (yield from self._post(call, descriptor))
+        if self.read_ahead and call.method is METHODS.receive:
+            return (yield from self._receive(call))
+        return (yield from self._request(call))
+
+    def flushing(self, descriptor: int | None = None) -> Flow:
+        """Until every pipelined send (of one socket, or all) has its answer; returns the failures among them."""
+        yield Wait(lambda: not self.in_flight(descriptor))
+        if descriptor is not None:
+            failure = self.failure(descriptor)
+            return [failure] if failure else []
+        return self.failures()
+
+    def _request(self, call: Call) -> Flow:
+        seq = call.call_id.seq
+        try:
+            yield self.frame(call)
+            yield Wait(lambda: seq in self._replies)
+        except BaseException:
+            self.forget(seq)  # interrupted, or the link was given up: not sent again after a new link
+            raise
+        return self._replies.pop(seq)
+
+    def _post(self, call: Call, descriptor: int) -> Flow:
+        size = len(getattr(call.request, "data", b""))
+        yield Wait(lambda: self.room(descriptor, size))
+        if (failure := self.failure(descriptor)) is not None:  # answered while this send waited for room
+            return Reply(failure, self.boot)
+        reply = self.post(call, descriptor)
+        yield self.frame(call)
+        return reply
+
+    def _receive(self, call: Call) -> Flow:
+        """A receive answered from its socket's stream, waiting at most the call's `wait` for data. While it
+        waits it grants again every `touch_every()` seconds: a socket waited on is no idle socket."""
+        request = call.request
+        assert isinstance(request, m.ReceiveRequest)
+        if self.info and self.info.max_bufsize is not None and request.bufsize > self.info.max_bufsize:
+            message = over_max_bufsize(request.bufsize, self.info.max_bufsize)
+            return Reply(ErrorDetail(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message, method="receive"), self.boot)
+        stream = self._streams.get(request.descriptor)
+        if stream is None:
+            window = min(self.read_ahead, (self.info.read_ahead if self.info else None) or self.read_ahead)
+            stream = self._streams[request.descriptor] = _Stream(request.descriptor, window)
+            yield stream.grant()
+        left = request.wait
+        while (outcome := self._take(stream, request.bufsize)) is None:
+            if left <= 0:
+                return Reply(m.ReceiveResponse(pending=True), self.boot)
+            touch = min(left, self.touch_every())
+            if not (yield Wait(lambda: self._readable(stream), touch)):
+                left -= touch
+                if self._streams.get(stream.descriptor) is stream:
+                    yield encode(GrantFrame(stream.descriptor, stream.received, stream.granted))
+            if self._streams.get(stream.descriptor) is not stream:  # closed meanwhile, or the agent restarted
+                return Reply(self._stream_gone(call), self.boot)
+        if stream.consumed - stream.granted_at >= max(1, stream.window // 2):
+            yield stream.grant()
+        return Reply(outcome, self.boot)
+
+    def _stream_gone(self, call: Call) -> ErrorDetail:
+        if call.boot and call.boot != self.boot:
+            return _restarted("receive")
+        descriptor = getattr(call.request, "descriptor", None)
+        return ErrorDetail(
+            code=ErrorCode.BAD_DESCRIPTOR,
+            message=f"descriptor {descriptor} was closed while waiting",
+            method="receive",
+            descriptor=descriptor,
+        )
+
+    def _readable(self, stream: _Stream) -> bool:
+        return bool(stream.chunks) or stream.end is not None or self._streams.get(stream.descriptor) is not stream
+
+    def touch_every(self) -> float:
+        """Seconds between a waiting receive's grants: well within the agent's idle_timeout."""
+        idle = self.info.idle_timeout if self.info else None
+        return min(LONG_POLL, idle / 3) if idle else LONG_POLL
 
     def frame(self, call: Call) -> bytes:
         """The frame of `call`, kept until its answer arrives."""
@@ -119,6 +274,11 @@ class ChannelState:
     def forget(self, seq: int) -> None:
         """Nobody waits for call `seq` any more (its caller was interrupted): not sent again."""
         self._unanswered.pop(seq, None)
+        self._replies.pop(seq, None)
+
+    def answer(self, seq: int) -> Reply | None:
+        """The answer that arrived for call `seq`, taken."""
+        return self._replies.pop(seq, None)
 
     def unanswered(self) -> list[bytes]:
         """What a new link sends again: the latest cancels, every call still without an answer, oldest first,
@@ -128,46 +288,6 @@ class ChannelState:
             + [self._unanswered[seq][1] for seq in sorted(self._unanswered)]
             + [encode(GrantFrame(d, stream.received, stream.granted)) for d, stream in self._streams.items()]
         )
-
-    def streams(self, call: Call) -> bool:
-        """Whether `call` is a receive that the socket's stream answers, rather than a call to the agent."""
-        return bool(self.read_ahead) and call.method is METHODS.receive
-
-    def receive(self, call: Call) -> tuple[Reply | None, list[bytes]]:
-        """What a receive gets from its socket's stream now (None: nothing yet), and the frames to send for it:
-        the grant that starts the stream, or one that widens it again as receives use it."""
-        request = call.request
-        assert isinstance(request, m.ReceiveRequest)
-        boot = self.info.boot_id if self.info else None
-        if call.boot and boot and call.boot != boot:
-            return Reply(ErrorDetail(code=ErrorCode.AGENT_RESTARTED, message=RESTARTED, method="receive"), boot), []
-        limit = self.info.max_bufsize if self.info else None
-        if limit is not None and request.bufsize > limit:
-            detail = ErrorDetail(
-                code=ErrorCode.PAYLOAD_TOO_LARGE, message=over_max_bufsize(request.bufsize, limit), method="receive"
-            )
-            return Reply(detail, boot), []
-        stream = self._streams.get(request.descriptor)
-        if stream is None:
-            window = min(self.read_ahead, self.info.read_ahead or self.read_ahead) if self.info else self.read_ahead
-            stream = self._streams[request.descriptor] = _Stream(request.descriptor, window)
-            return None, [stream.grant()]
-        outcome = self._take(stream, request.bufsize)
-        if outcome is None:
-            return None, []
-        frames = [stream.grant()] if stream.consumed - stream.granted_at >= max(1, stream.window // 2) else []
-        return Reply(outcome, boot), frames
-
-    def grant_again(self, call: Call) -> bytes | None:
-        """The grant a receive waiting for its stream sends every `touch_every()` seconds: a socket waited on is
-        in use, and the agent closes no socket in use as idle."""
-        stream = self._streams.get(getattr(call.request, "descriptor", 0))
-        return encode(GrantFrame(stream.descriptor, stream.received, stream.granted)) if stream else None
-
-    def touch_every(self) -> float:
-        """Seconds between a waiting receive's grants: well within the agent's idle_timeout."""
-        idle = self.info.idle_timeout if self.info else None
-        return min(LONG_POLL, idle / 3) if idle else LONG_POLL
 
     def _take(self, stream: _Stream, bufsize: int) -> m.ReceiveResponse | ErrorDetail | None:
         if stream.chunks and stream.datagrams:
@@ -222,7 +342,7 @@ class ChannelState:
         posted.calls[call.call_id.seq] = size
         posted.bytes += size
         self._posted_seqs[call.call_id.seq] = descriptor
-        return Reply(m.SendResponse(sent=size), self.info.boot_id if self.info else None)
+        return Reply(m.SendResponse(sent=size), self.boot)
 
     def room(self, descriptor: int, size: int) -> bool:
         """Whether a send of `size` bytes fits in the socket's window (one send always fits an empty window)."""
@@ -267,19 +387,19 @@ class ChannelState:
         """Every kept failure, once: what `flush` raises."""
         return [failure for descriptor in list(self._posted) if (failure := self.failure(descriptor))]
 
-    def received(self, data: bytes) -> tuple[int | None, Reply | None]:
-        """What a frame from the agent means: (seq, reply) for the caller waiting on seq, (None, None) for a
-        hello, the answer of a pipelined send or a stream's data; FrameError for a frame no agent sends."""
+    def received(self, data: bytes) -> None:
+        """Take in a frame from the agent: a hello, a call's answer (kept for its caller), the answer of a
+        pipelined send, a stream's data or end; FrameError for a frame no agent sends."""
         frame = decode(data)
         if isinstance(frame, HelloFrame):
             info = m.AgentInfo.model_validate(frame.info)
             if self.info is not None and info.boot_id != self.info.boot_id:
                 self._streams.clear()  # a restarted agent has none of them
             self.info = info
-            return None, None
+            return
         if isinstance(frame, DataFrame | EndFrame):
             self._streamed(frame)
-            return None, None
+            return
         if not isinstance(frame, ResultFrame | ErrorFrame):
             raise FrameError(f"an agent does not send {type(frame).__name__}")
         if frame.seq is None:
@@ -287,7 +407,7 @@ class ChannelState:
             raise FrameError(f"the agent refused a frame: {frame.error.get('message')}")
         known = self._unanswered.pop(frame.seq, None)
         if known is None:
-            return None, None  # a cancelled call's, or an answer sent again: nobody waits for it
+            return  # a cancelled call's, or an answer sent again: nobody waits for it
         call = known[0]
         try:
             outcome: m.Response | ErrorDetail = (
@@ -299,8 +419,8 @@ class ChannelState:
             outcome = ErrorDetail(code=ErrorCode.INTERNAL, message=f"unreadable answer: {exc}", method=call.method.name)
         if frame.seq in self._posted_seqs:
             self._answer_posted(frame.seq, outcome)
-            return None, None
-        return frame.seq, Reply(outcome, self.info.boot_id if self.info else None)
+        else:
+            self._replies[frame.seq] = Reply(outcome, self.boot)
 
     def _answer_posted(self, seq: int, outcome: m.Response | ErrorDetail) -> None:
         descriptor = self._posted_seqs.pop(seq)
@@ -315,3 +435,7 @@ class ChannelState:
             )
         if not posted.calls and posted.failure is None:
             del self._posted[descriptor]
+
+
+def _restarted(method: str) -> ErrorDetail:
+    return ErrorDetail(code=ErrorCode.AGENT_RESTARTED, message=RESTARTED, method=method)
