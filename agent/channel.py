@@ -25,6 +25,7 @@ from protocol.channel import (
     CLOSE_PROTOCOL,
     CLOSE_SESSION,
     CLOSE_UNSUPPORTED,
+    MAX_FRAME,
     SESSION_PARAMETER,
     CallFrame,
     CancelFrame,
@@ -282,6 +283,18 @@ class Channel:
             return
         self.post(ResultFrame(frame.seq, outcome.model_dump()))
 
+    def _batch(self) -> bytes:
+        """The frames queued now, back to back in one message, as many as fit in a frame's size."""
+        data = self._outbox.popleft()
+        if not self._outbox or len(data) + len(self._outbox[0]) > MAX_FRAME:
+            return data
+        batch = [data]
+        size = len(data)
+        while self._outbox and size + len(self._outbox[0]) <= MAX_FRAME:
+            size += len(self._outbox[0])
+            batch.append(self._outbox.popleft())
+        return b"".join(batch)
+
     def _opened(self, opening: asyncio.Future[Outcome | None]) -> None:
         if opening.cancelled() or opening.exception() is not None:
             return
@@ -310,7 +323,7 @@ class Channel:
             while not self._outbox:
                 self._queued.clear()
                 await self._queued.wait()
-            data = self._outbox.popleft()
+            data = self._batch()
             if len(self._outbox) <= OUTBOX:
                 self._drained.set()
             try:

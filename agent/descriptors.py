@@ -140,6 +140,34 @@ class Entry:
             if not await self.wait_ready(write=write, timeout=remaining, gone=gone):
                 return None
 
+    def pump(self, read_some: Callable[[], bool]) -> asyncio.Future[None]:
+        """Call `read_some()` whenever the socket is readable, until it returns False: then the future is done.
+        It fails with what `read_some` raised, or with EBADF when the socket closes. For a reader that keeps
+        reading (a channel's stream): one registration for all it reads, not one wait each."""
+        loop = asyncio.get_running_loop()
+        fd = self.sock.fileno()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                more = read_some()
+            except Exception as exc:  # noqa: BLE001 - handed to the one awaiting the pump
+                self.unpump(done)
+                done.set_exception(exc)
+                return
+            if not more:
+                self.unpump(done)
+                done.set_result(None)
+
+        loop.add_reader(fd, readable)
+        self._waits[done] = lambda: loop.remove_reader(fd)
+        return done
+
+    def unpump(self, done: asyncio.Future[None]) -> None:
+        """Stop the pump whose future is `done` (when it is still running)."""
+        if (stop := self._waits.pop(done, None)) is not None:
+            stop()
+
     def close(self, reason: str = "the socket was closed while waiting") -> None:
         for ready, stop in self._waits.items():
             stop()

@@ -225,22 +225,21 @@ async def read(
 ) -> m.ReceiveResponse | None:
     """Up to `size` bytes of a stream socket (empty with `eof` at its end), or one datagram with its sender;
     None when `wait` seconds pass first. Waits for readiness first, so a wait that ends empty loses nothing."""
+    return await _attempt(entry, entry.reader, wait, False, partial(read_now, entry, size), gone)
 
-    def call() -> tuple[bytes, SocketAddress | None, bool]:
-        if entry.stream:
-            return entry.sock.recv(size), None, False
-        if not _RECVMSG:
-            return *entry.sock.recvfrom(size), False
-        data, _, flags, sender = entry.sock.recvmsg(size)
-        return data, sender, bool(flags & socket.MSG_TRUNC)
 
-    result = await _attempt(entry, entry.reader, wait, False, call, gone)
-    if result is None:
-        return None
-    data, sender, truncated = result
-    entry.bytes_in += len(data)
-    if sender is None:
+def read_now(entry: Entry, size: int) -> m.ReceiveResponse:
+    """What `read` gets, if it is there now; BlockingIOError if not."""
+    if entry.stream:
+        data = entry.sock.recv(size)
+        entry.bytes_in += len(data)
         return m.ReceiveResponse(data=data, eof=not data)
+    if _RECVMSG:
+        data, _, flags, sender = entry.sock.recvmsg(size)
+        truncated = bool(flags & socket.MSG_TRUNC)
+    else:
+        (data, sender), truncated = entry.sock.recvfrom(size), False
+    entry.bytes_in += len(data)
     return m.ReceiveResponse(data=data, peer=m.Address(host=sender[0], port=sender[1]), truncated=truncated)
 
 

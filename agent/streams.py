@@ -20,7 +20,7 @@ from protocol.channel import DATAGRAMS_AHEAD, STREAM_CHUNK, DataFrame, EndFrame,
 from protocol.errors import detail_from_os_error
 
 from .descriptors import Entry
-from .operations import read
+from .operations import read_now
 
 DATAGRAM = 65535
 """What a datagram socket's stream reads at once: any datagram whole."""
@@ -77,31 +77,50 @@ class Stream:
 
     async def _run(self) -> None:
         entry = self.entry
-        while True:
+        while self.end is None:
             while self.sent >= self.limit:
                 self._room.clear()
                 await self._room.wait()
-            size = min(self.limit - self.sent, STREAM_CHUNK) if entry.stream else DATAGRAM
-            try:
-                given = entry.held.popleft() if entry.held and isinstance(entry.held[0], m.ReceiveResponse) else None
+            async with entry.reader:  # the socket's one reader while it pumps
                 entry.reading_ahead = True
-                got = given or await read(entry, size)
-            except OSError as exc:
-                detail = detail_from_os_error(exc, "receive", entry.descriptor)
-                self._finish(EndFrame(entry.descriptor, self.sent, detail.model_dump(mode="json", exclude_none=True)))
-                return
-            finally:
-                entry.reading_ahead = False
+                pump = None
+                try:
+                    if self._read_some():
+                        pump = entry.pump(self._read_some)
+                        await pump
+                except OSError as exc:
+                    detail = detail_from_os_error(exc, "receive", entry.descriptor)
+                    self._finish(
+                        EndFrame(entry.descriptor, self.sent, detail.model_dump(mode="json", exclude_none=True))
+                    )
+                finally:
+                    entry.reading_ahead = False
+                    if pump is not None:
+                        entry.unpump(pump)
+
+    def _read_some(self) -> bool:
+        """Read what is there (what a cancelled call gave back first) within the window; whether to read on."""
+        entry = self.entry
+        if self.sent >= self.limit:
+            return False
+        if entry.held and isinstance(entry.held[0], m.ReceiveResponse):
+            got = entry.held.popleft()
             assert isinstance(got, m.ReceiveResponse)
-            entry.last_call = time.monotonic()
-            if entry.stream and not got.data:
-                self._finish(EndFrame(entry.descriptor, self.sent, None))
-                return
-            peer = [got.peer.host, got.peer.port] if got.peer else None
-            frame = DataFrame(entry.descriptor, self.sent, got.data, peer)
-            self.sent += self._length(frame)
-            self._kept.append(frame)
-            self.emit(frame)
+        else:
+            try:
+                got = read_now(entry, min(self.limit - self.sent, STREAM_CHUNK) if entry.stream else DATAGRAM)
+            except BlockingIOError:
+                return True
+        entry.last_call = time.monotonic()
+        if entry.stream and not got.data:
+            self._finish(EndFrame(entry.descriptor, self.sent, None))
+            return False
+        peer = [got.peer.host, got.peer.port] if got.peer else None
+        frame = DataFrame(entry.descriptor, self.sent, got.data, peer)
+        self.sent += self._length(frame)
+        self._kept.append(frame)
+        self.emit(frame)
+        return self.sent < self.limit
 
     def _length(self, frame: DataFrame) -> int:
         """How far a frame moves the stream's offset: its bytes, or one datagram."""

@@ -33,11 +33,12 @@ from protocol.channel import (
     DataFrame,
     EndFrame,
     ErrorFrame,
+    Frame,
     FrameError,
     GrantFrame,
     HelloFrame,
     ResultFrame,
-    decode,
+    decode_all,
     encode,
 )
 from protocol.errors import RESTARTED, over_max_bufsize
@@ -390,7 +391,10 @@ class ChannelState:
     def received(self, data: bytes) -> None:
         """Take in a frame from the agent: a hello, a call's answer (kept for its caller), the answer of a
         pipelined send, a stream's data or end; FrameError for a frame no agent sends."""
-        frame = decode(data)
+        for frame in decode_all(data):
+            self._take_in(frame)
+
+    def _take_in(self, frame: Frame) -> None:
         if isinstance(frame, HelloFrame):
             info = m.AgentInfo.model_validate(frame.info)
             if self.info is not None and info.boot_id != self.info.boot_id:

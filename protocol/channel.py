@@ -1,4 +1,4 @@
-"""The session channel's frames: one msgpack array per binary WebSocket message. Pure data and rules, no I/O.
+"""The session channel's frames: msgpack arrays in binary WebSocket messages. Pure data and rules, no I/O.
 
 A channel is one persistent WebSocket (`/v1/channel?session=<id>`) that carries every method of
 the table, many calls in flight at once, bytes as native msgpack `bin`. Written out so that a client
@@ -23,6 +23,9 @@ in another language can implement it:
                                                               is one datagram and `peer` its sender [host, port]
                       [7, descriptor, offset, error]          END of a stream after `offset` bytes: nil when the
                                                               peer closed (EOF), else the error map
+
+A client sends one frame per message; the agent may put several frames back to back in one message
+(frames it has ready at once), so a client reads every frame of a message in order.
 
 `seq` numbers the calls of one session, as `<session>.<seq>` does on HTTP, and shares the agent's
 ledger with it: each runs at most once, so after a lost link the client opens a new channel with
@@ -194,12 +197,32 @@ _FRAMES: dict[Kind, type[Frame]] = {
 
 def decode(data: bytes) -> Frame:
     """The frame in one binary message; FrameError naming what is wrong for anything else."""
+    frames = decode_all(data)
+    if len(frames) != 1:
+        raise FrameError(f"a message from a client holds one frame, not {len(frames)}")
+    return frames[0]
+
+
+def decode_all(data: bytes) -> list[Frame]:
+    """The frames in one binary message, back to back; FrameError naming what is wrong for anything else."""
     if len(data) > MAX_FRAME:
         raise FrameError(f"a frame of {len(data)} bytes is over the limit of {MAX_FRAME}")
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=True, max_buffer_size=MAX_FRAME, max_bin_len=MAX_FRAME, max_str_len=MAX_FRAME
+    )
     try:
-        items = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_FRAME, max_str_len=MAX_FRAME)
+        unpacker.feed(data)
+        frames = [_frame(items) for items in unpacker]
+    except FrameError:
+        raise
     except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for malformed input
         raise FrameError(f"not a msgpack message: {type(exc).__name__}") from None
+    if not frames or unpacker.tell() != len(data):
+        raise FrameError("not a msgpack message: it ends inside a frame" if frames else "not a msgpack message: empty")
+    return frames
+
+
+def _frame(items: Any) -> Frame:
     if not isinstance(items, list) or not items or type(items[0]) is not int or items[0] not in _SHAPES:
         raise FrameError(
             "a frame is an array whose first item is a kind: "

@@ -119,10 +119,11 @@ def test_a_gone_clients_sockets_are_released_after_the_grace_time(short_grace: A
 def test_a_client_that_comes_back_within_the_grace_time_keeps_its_sockets(agent_process: AgentProcess) -> None:
     with Agent(agent_process.url, token=agent_process.token, transport="channel") as agent:
         sock = agent.Socket("AF_INET", "SOCK_DGRAM")
-        link = agent.transport.channel._link
+        link = agent.transport._link
         assert link is not None
-        asyncio.run_coroutine_threadsafe(link.close(), agent.transport._loop).result(10)
+        link.sock.shutdown(socket.SHUT_RDWR)  # the link is cut under the client
         sock.bind("127.0.0.1", 0)  # the client relinks with its session and goes on
+        assert agent.transport._link is not link
         assert sock.is_open()
         sock.close()
 
