@@ -41,6 +41,7 @@ from protocol.channel import (
 )
 
 from .dispatch import Dispatcher, error_detail
+from .eager import eager
 from .gate import PRINCIPAL
 from .ledger import Outcome
 from .settings import Principal
@@ -156,7 +157,7 @@ class Channel:
         self.session = session
         self.key = (self.principal.name, session)
         self._lanes: dict[Lane, asyncio.Future[Any]] = {}
-        self._calls: dict[int, asyncio.Task[None]] = {}
+        self._calls: dict[int, asyncio.Future[None]] = {}
         self._room = asyncio.Event()
         self._failed_lanes: dict[Lane, ErrorDetail] = {}
         self._cancelled: set[int] = set()
@@ -227,7 +228,11 @@ class Channel:
         if (refusal := self._refusal(frame, lane, size)) is not None:
             return ErrorFrame(frame.seq, _error_fields(refusal))
         before = self._lanes.get(lane) if lane is not None else None
-        task = asyncio.ensure_future(self._run(frame, before))
+        task = eager(self._run(frame, before))
+        if task.done():  # ran at once: its outcome is posted
+            if exc := task.exception():
+                log.error("call %s of %s failed", frame.seq, self.principal.name, exc_info=exc)
+            return None
         self._calls[frame.seq] = task
         task.add_done_callback(lambda _: self._finished(frame.seq))
         if lane is not None:
@@ -323,6 +328,7 @@ class Channel:
             while not self._outbox:
                 self._queued.clear()
                 await self._queued.wait()
+                await asyncio.sleep(0)  # what else is ready in this turn of the loop (a datagram read) goes along
             data = self._batch()
             if len(self._outbox) <= OUTBOX:
                 self._drained.set()

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol import ErrorDetail
 from protocol.models import Request, Response
+
+from .eager import eager
 
 log = logging.getLogger("engee.agent")
 
@@ -41,7 +44,7 @@ class CallIdReused(ValueError):
 class _Call:
     name: str
     request: Request
-    task: asyncio.Task[Outcome | None]
+    task: asyncio.Future[Outcome | None]
     weight: int = 0
 
 
@@ -68,7 +71,12 @@ class Ledger:
         self._bytes = 0
 
     async def run(
-        self, principal: str, key: Key, name: str, request: Request, compute: Callable[[], Awaitable[Outcome | None]]
+        self,
+        principal: str,
+        key: Key,
+        name: str,
+        request: Request,
+        compute: Callable[[], Coroutine[Any, Any, Outcome | None]],
     ) -> Outcome | None:
         """The call's outcome, computed once: a retry of a running call waits for the same outcome.
 
@@ -77,10 +85,13 @@ class Ledger:
         book = self._books.setdefault(principal, _Book())
         call = book.calls.get(key)
         if call is None:
-            call = _Call(name, request, asyncio.ensure_future(compute()))
+            call = _Call(name, request, eager(compute()))
             book.calls[key] = call
             self._answers += 1
-            call.task.add_done_callback(lambda _: self._finished(principal, key, call))
+            if call.task.done():  # ran at once: counted now, not in a later turn of the loop
+                self._finished(principal, key, call)
+            else:
+                call.task.add_done_callback(lambda _: self._finished(principal, key, call))
         elif (call.name, call.request) != (name, request):
             raise CallIdReused(
                 f"call id {key[0]}.{key[1]} names an earlier {call.name} call with other arguments; "

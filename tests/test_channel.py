@@ -22,7 +22,7 @@ from protocol.channel import (
     ErrorFrame,
     HelloFrame,
     ResultFrame,
-    decode,
+    decode_all,
     encode,
 )
 
@@ -37,7 +37,7 @@ async def upgrade(process: AgentProcess, **headers: str) -> int:
     """The HTTP status the agent answers an upgrade with (101 when it opens the channel)."""
     try:
         async with websockets.connect(channel_url(process), additional_headers=headers) as link:
-            decode(await link.recv())
+            decode_all(await link.recv())
             return 101
     except InvalidStatus as refused:
         return refused.response.status_code
@@ -59,12 +59,12 @@ async def exchange(process: AgentProcess, *messages: bytes | str) -> list[object
     got: list[object] = []
     headers = {"Authorization": f"Bearer {process.token}"}
     async with websockets.connect(channel_url(process), additional_headers=headers) as link:
-        assert isinstance(decode(await link.recv()), HelloFrame)
+        assert isinstance(decode_all(await link.recv())[0], HelloFrame)
         for message in messages:
             await link.send(message)
         try:
-            while len(got) < len(messages):
-                got.append(decode(await asyncio.wait_for(link.recv(), 10)))
+            while len(got) < len(messages):  # the agent may send several frames in one message
+                got.extend(decode_all(await asyncio.wait_for(link.recv(), 10)))
         except ConnectionClosed as closed:
             got.append(closed.rcvd.code if closed.rcvd else None)
     return got

@@ -26,7 +26,7 @@ import httpx
 from pydantic import ValidationError
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from protocol import AgentError, AgentUnreachableError, ErrorDetail, ProtocolError
+from protocol import METHODS, AgentError, AgentUnreachableError, ErrorDetail, ProtocolError
 from protocol.channel import CHANNEL_PATH, PING_INTERVAL, SESSION_PARAMETER, FrameError
 from protocol.models import AgentInfo
 
@@ -86,7 +86,7 @@ class ChannelTransport:
         if self._ensure_link(call.call_id.session):
             assert self.fallback is not None
             return self.fallback.call(call)
-        reply: Reply = self._drive(self.state.exchange(call))
+        reply: Reply = self._drive(self.state.exchange(call), poll=call.method is METHODS.send)
         return reply
 
     def flush(self, descriptor: int | None = None) -> list[ErrorDetail]:
@@ -117,11 +117,11 @@ class ChannelTransport:
         if self.fallback is not None:
             self.fallback.close()
 
-    def _drive(self, flow: Flow) -> Any:
+    def _drive(self, flow: Flow, poll: bool = False) -> Any:
         """Run a flow of the state under the lock: send what it yields, wait its waits, throw in what went wrong.
-        What has arrived is taken in first, so the flow knows of every answer there is (a failed pipelined send)."""
+        With `poll`, what has arrived is taken in first, so a send knows of a pipelined send that failed."""
         with self._lock:
-            if not self._reading and self._link is not None:
+            if poll and self.state.in_flight() and not self._reading and self._link is not None:
                 self._read(0)
             try:
                 step = next(flow)
