@@ -110,16 +110,16 @@ class Sessions:
                     method="receive",
                     descriptor=descriptor,
                 )
-                channel.post(EndFrame(descriptor, frame.received, _error_fields(detail)))
+                channel.post(EndFrame(descriptor, frame.taken, _error_fields(detail)))
                 return
             entry = self.dispatcher.table.get(descriptor, owner)
-            stream = streams[descriptor] = Stream(entry, self.dispatcher.limits.read_ahead, frame.received)
+            stream = streams[descriptor] = Stream(entry, self.dispatcher.limits.read_ahead, frame.taken)
             stream.task.add_done_callback(lambda _: self._stream_over(key, stream))
         if descriptor not in channel.streams:  # this channel's first grant: what the last one may have missed
             channel.streams.add(descriptor)
             stream.emit = channel.post
-            stream.replay(frame.received)
-        stream.grant(frame.received, frame.limit)
+            stream.replay(frame.taken)
+        stream.grant(frame.taken, frame.limit)
 
     def _stream_over(self, key: SessionKey, stream: Stream) -> None:
         """A stream that ended because its socket closed is forgotten; one at EOF stays, to tell a relinked client."""

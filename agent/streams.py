@@ -4,8 +4,9 @@ A client that grants a window on a socket (a GRANT frame) gets what arrives on i
 while the stream is below the granted limit; its `receive` answers from what already arrived, so
 a loop of receives over a long link pays no round trip each. The agent reads no further than the
 window, so memory stays bounded on both sides and TCP's flow control still slows the peer. A stream
-keeps what it sent until a later grant says the client received it, and sends that again when the
-session's next channel grants after a cut: nothing read from the OS is lost or delivered twice.
+keeps what it sent until a later grant says the client's receives took it: it sends that again when
+the session's next channel grants after a cut, and gives it back to the socket when the session ends,
+so nothing read from the OS is lost or delivered twice.
 """
 
 from __future__ import annotations
@@ -38,42 +39,42 @@ class Stream:
         self.cap = read_ahead if entry.stream else DATAGRAMS_AHEAD
         """The most it holds unacknowledged: bytes on TCP, datagrams on UDP."""
         self.emit: Callable[[Frame], None] = nowhere
-        self.received = self.sent = self.limit = start
+        self.taken = self.sent = self.limit = start
         self.end: EndFrame | None = None
         self._kept: deque[DataFrame] = deque()
         self._room = asyncio.Event()
         self.task = asyncio.ensure_future(self._run())
 
-    def grant(self, received: int, limit: int) -> None:
-        """The client holds everything before `received`, and may take data up to `limit`. A grant is a call:
-        the socket is in use."""
+    def grant(self, taken: int, limit: int) -> None:
+        """The client's receives took everything before `taken`, and it may take data up to `limit`. A grant is
+        a call: the socket is in use."""
         self.entry.last_call = time.monotonic()
-        if received > self.received:
-            self.received = min(received, self.sent)
-            while self._kept and self._kept[0].offset + self._length(self._kept[0]) <= self.received:
+        if taken > self.taken:
+            self.taken = min(taken, self.sent)
+            while self._kept and self._kept[0].offset + self._length(self._kept[0]) <= self.taken:
                 self._kept.popleft()
-        self.limit = max(self.limit, min(limit, self.received + self.cap))
+        self.limit = max(self.limit, min(limit, self.taken + self.cap))
         if self.sent < self.limit:
             self._room.set()
 
-    def replay(self, received: int) -> None:
-        """Send again what a client that holds everything before `received` may not have, then the end."""
+    def replay(self, taken: int) -> None:
+        """Send again what a client whose receives took everything before `taken` may not have, then the end."""
         for frame in self._kept:
-            if frame.offset + self._length(frame) > received:
+            if frame.offset + self._length(frame) > taken:
                 self.emit(frame)
         if self.end is not None:
             self.emit(self.end)
 
     def stop(self) -> list[m.ReceiveResponse]:
-        """Stop reading; what was read and not acknowledged, as answers to give back to the socket."""
+        """Stop reading; what was read and no receive took, as answers to give back to the socket."""
         self.task.cancel()
         kept, self._kept = self._kept, deque()
-        return [
-            m.ReceiveResponse(
-                data=frame.data, peer=m.Address(host=frame.peer[0], port=frame.peer[1]) if frame.peer else None
-            )
-            for frame in kept
-        ]
+        given = []
+        for frame in kept:
+            data = frame.data[max(0, self.taken - frame.offset) :] if self.entry.stream else frame.data
+            peer = m.Address(host=frame.peer[0], port=frame.peer[1]) if frame.peer else None
+            given.append(m.ReceiveResponse(data=data, peer=peer))
+        return given
 
     async def _run(self) -> None:
         entry = self.entry

@@ -84,8 +84,15 @@ class _Stream:
     end: EndFrame | None = None
 
     def grant(self) -> bytes:
+        """Open the window again from what receives took; the agent may forget what they took."""
         self.granted, self.granted_at = self.consumed + self.window, self.consumed
-        return encode(GrantFrame(self.descriptor, self.received, self.granted))
+        return self.again()
+
+    def again(self) -> bytes:
+        """The last grant once more: what receives took, and the limit. The agent keeps the rest, to send it again
+        after a cut (the client drops what it has by its offset) or to give back to the socket when the session
+        ends."""
+        return encode(GrantFrame(self.descriptor, self.consumed, self.granted))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +233,7 @@ class ChannelState:
             if not (yield Wait(lambda: self._readable(stream), touch)):
                 left -= touch
                 if self._streams.get(stream.descriptor) is stream:
-                    yield encode(GrantFrame(stream.descriptor, stream.received, stream.granted))
+                    yield stream.again()
             if self._streams.get(stream.descriptor) is not stream:  # closed meanwhile, or the agent restarted
                 return Reply(self._stream_gone(call), self.boot)
         if stream.consumed - stream.granted_at >= max(1, stream.window // 2):
@@ -277,17 +284,22 @@ class ChannelState:
         self._unanswered.pop(seq, None)
         self._replies.pop(seq, None)
 
+    def farewell(self) -> list[bytes]:
+        """What a client that closes sends last: each stream's grant, so what its receives did not take goes back
+        to the socket when the session ends."""
+        return [stream.again() for stream in self._streams.values()]
+
     def answer(self, seq: int) -> Reply | None:
         """The answer that arrived for call `seq`, taken."""
         return self._replies.pop(seq, None)
 
     def unanswered(self) -> list[bytes]:
         """What a new link sends again: the latest cancels, every call still without an answer, oldest first,
-        and each stream's grant, saying what arrived of it."""
+        and each stream's grant."""
         return (
             [encode(CancelFrame(seq)) for seq in self._cancels]
             + [self._unanswered[seq][1] for seq in sorted(self._unanswered)]
-            + [encode(GrantFrame(d, stream.received, stream.granted)) for d, stream in self._streams.items()]
+            + [stream.again() for stream in self._streams.values()]
         )
 
     def _take(self, stream: _Stream, bufsize: int) -> m.ReceiveResponse | ErrorDetail | None:

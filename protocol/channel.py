@@ -10,9 +10,10 @@ in another language can implement it:
                                                               descriptor came with, or nil; `done`: every
                                                               answer up to this seq has arrived, or nil
                       [2, seq]                                CANCEL: the client gave up on call `seq`
-                      [5, descriptor, received, limit]        GRANT: read this socket ahead of the calls and
+                      [5, descriptor, taken, limit]           GRANT: read this socket ahead of the calls and
                                                               stream it here, up to stream offset `limit`;
-                                                              the client holds every byte before `received`
+                                                              the client's receives took everything before
+                                                              `taken`: the agent may forget it
     agent -> client   [0, info]                               HELLO: the first frame, the agent's identity
                                                               (the map of GET /v1/agent)
                       [3, seq, fields]                        RESULT of call `seq`: the response's map
@@ -37,9 +38,10 @@ the channel with code `CLOSE_PROTOCOL`; a well-formed frame with bad content get
 A stream is read-ahead for `receive`: once the client grants a window on a socket, the agent reads
 it as data comes and sends DATA frames while the stream's offset is below the granted limit, so
 memory stays bounded on both sides and TCP's flow control still slows the peer. The agent keeps
-what it sent until a later GRANT says it `received` it, and sends it again on a new channel of the
-same session, from there: nothing read from the OS is lost in a cut, and a client drops what it has
-already by its offset. Offsets and limits count bytes on a stream (TCP) socket, and datagrams on a
+what it sent until a later GRANT says receives `taken` it: it sends that again on a new channel of
+the same session (a client drops what it has already, by its offset), and gives it back to the
+socket, for any later receive, when the session ends. So nothing read from the OS is lost in a cut
+or duplicated. Offsets and limits count bytes on a stream (TCP) socket, and datagrams on a
 datagram socket, where a stream carries at most DATAGRAMS_AHEAD ahead.
 """
 
@@ -124,7 +126,7 @@ class ErrorFrame:
 @dataclass(frozen=True, slots=True)
 class GrantFrame:
     descriptor: int
-    received: int
+    taken: int
     limit: int
 
 
@@ -210,15 +212,18 @@ def decode_all(data: bytes) -> list[Frame]:
     unpacker = msgpack.Unpacker(
         raw=False, strict_map_key=True, max_buffer_size=MAX_FRAME, max_bin_len=MAX_FRAME, max_str_len=MAX_FRAME
     )
-    try:
-        unpacker.feed(data)
-        frames = [_frame(items) for items in unpacker]
-    except FrameError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for malformed input
-        raise FrameError(f"not a msgpack message: {type(exc).__name__}") from None
-    if not frames or unpacker.tell() != len(data):
-        raise FrameError("not a msgpack message: it ends inside a frame" if frames else "not a msgpack message: empty")
+    unpacker.feed(data)
+    frames = []
+    while unpacker.tell() < len(data):
+        try:
+            items = unpacker.unpack()
+        except msgpack.OutOfData:
+            raise FrameError("not a msgpack message: it ends inside a frame") from None
+        except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for malformed input
+            raise FrameError(f"not a msgpack message: {type(exc).__name__}") from None
+        frames.append(_frame(items))
+    if not frames:
+        raise FrameError("not a msgpack message: it is empty")
     return frames
 
 
@@ -236,5 +241,5 @@ def _frame(items: Any) -> Frame:
         if not isinstance(item, expected) or isinstance(item, bool):
             raise FrameError(f"item {index} of a {kind.name.lower()} frame has the wrong type ({type(item).__name__})")
     if kind is Kind.GRANT and not 0 <= items[2] <= items[3]:
-        raise FrameError(f"a grant's received offset {items[2]} must be >= 0 and at most its limit {items[3]}")
+        raise FrameError(f"a grant's taken offset {items[2]} must be >= 0 and at most its limit {items[3]}")
     return _FRAMES[kind](*items[1:])

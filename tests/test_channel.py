@@ -1,6 +1,7 @@
 """The channel against a real agent: who may open one, bad frames, and sockets released when a client is gone."""
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -245,3 +246,66 @@ def test_a_send_refused_for_its_size_fails_the_later_sends_on_its_socket(tmp_pat
             sock.close()
             peer.settimeout(10)
             assert peer.recv(100) == b""  # nothing went through: no hole, no tail
+
+
+def small_window(tmp_path: Path, grace: float = 180.0) -> AgentProcess:
+    config = tmp_path / "agent.toml"
+    config.write_text(f"[limits]\nread_ahead = 65536\nchannel_grace = {grace}\n")
+    return AgentProcess("--config", str(config), log_dir=str(tmp_path))
+
+
+def test_a_stream_reads_no_further_than_its_window_so_tcp_slows_the_peer(tmp_path: Path) -> None:
+    payload = os.urandom(48 << 20)
+    with (
+        small_window(tmp_path) as process,
+        Agent(process.url, token=process.token, transport="channel") as agent,
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        agent.Socket() as sock,
+    ):
+        sock.connect(*listener.getsockname())
+        peer, _ = listener.accept()
+        with peer:
+            assert sock.receive(1, timeout=0.2) is None  # the stream starts; nothing has come yet
+            peer.setblocking(False)
+            pushed, deadline = 0, time.monotonic() + 3
+            while pushed < len(payload) and time.monotonic() < deadline:
+                try:
+                    pushed += peer.send(payload[pushed : pushed + (1 << 20)])
+                except BlockingIOError:
+                    time.sleep(0.01)
+            # The agent read at most its 64 KiB window: the rest fills the kernel's buffers, then the peer waits.
+            assert pushed < len(payload) // 2, f"the peer pushed {pushed} bytes into a socket nobody read"
+            peer.setblocking(True)
+            writer = Background(peer.sendall, payload[pushed:])
+            received = bytearray()
+            while len(received) < len(payload):
+                chunk = sock.receive(1 << 20, timeout=30)
+                assert chunk is not None, f"the stream ended after {len(received)} bytes"
+                received += bytes(chunk)
+            writer.join_result()
+    assert received == payload  # every byte once, in order
+
+
+def test_what_a_stream_read_goes_back_to_its_socket_when_the_session_ends(tmp_path: Path) -> None:
+    with (
+        small_window(tmp_path, grace=0.3) as process,
+        Agent(process.url, token=process.token, transport="http") as owner,
+        socket.create_server(("127.0.0.1", 0)) as listener,
+    ):
+        sock = owner.Socket()  # opened over HTTP: it outlives the channel session that reads it
+        sock.connect(*listener.getsockname())
+        peer, _ = listener.accept()
+        with peer:
+            peer.sendall(b"0123456789" * 1000)
+            reader = Agent(process.url, token=process.token, transport="channel")
+            streamed = reader.Socket("AF_INET", "SOCK_STREAM", sock.descriptor)
+            assert bytes(streamed.receive(5, timeout=10)) == b"01234"  # the stream read ahead the rest
+            reader.disconnect()
+            time.sleep(1)  # past the grace time: the session is released
+            rest = bytearray()
+            while len(rest) < 9995:
+                chunk = sock.receive(100000, timeout=10)
+                assert chunk is not None
+                rest += bytes(chunk)
+            assert rest == (b"0123456789" * 1000)[5:]  # nothing lost, nothing twice
+            sock.close()

@@ -7,11 +7,15 @@ from protocol.channel import (
     MAX_FRAME,
     CallFrame,
     CancelFrame,
+    DataFrame,
+    EndFrame,
     ErrorFrame,
     FrameError,
+    GrantFrame,
     HelloFrame,
     ResultFrame,
     decode,
+    decode_all,
     encode,
 )
 
@@ -27,6 +31,11 @@ from protocol.channel import (
         ResultFrame(8, {"data": b"\x01" * 1000, "peer": {"host": "::1", "port": 5}}),
         ErrorFrame(7, {"code": "os_error", "message": "refused", "errno_name": "ECONNREFUSED"}),
         ErrorFrame(None, {"code": "bad_request", "message": "?"}),
+        GrantFrame(3, 0, 16 << 20),
+        DataFrame(3, 4096, b"\x00" * 100),
+        DataFrame(4, 17, b"datagram", ["::1", 5000]),
+        EndFrame(3, 8192),
+        EndFrame(3, 8192, {"code": "os_error", "message": "reset", "errno_name": "ECONNRESET"}),
     ],
 )
 def test_every_frame_survives_the_wire(frame: object) -> None:
@@ -60,6 +69,9 @@ def test_the_documented_layout_a_julia_client_would_write() -> None:
         (msgpack.packb([1, True, "socket", {}, None, None]), "item 1 of a call frame has the wrong type"),
         (msgpack.packb([1, 1, "socket", [], None, None]), "item 3 of a call frame has the wrong type"),
         (msgpack.packb([2, 1.5]), "item 1 of a cancel frame has the wrong type"),
+        (msgpack.packb([5, 3, 10, 5]), "taken offset 10 must be >= 0 and at most its limit 5"),
+        (msgpack.packb([6, 3, 0, "text", None]), "item 3 of a data frame has the wrong type"),
+        (encode(CancelFrame(1)) + encode(CancelFrame(2)), "a message from a client holds one frame, not 2"),
         (msgpack.packb([1, 1, "socket", {1: 2}, None, None]), "not a msgpack message"),  # keys are strings
         (b"\x00" * (MAX_FRAME + 1), "over the limit"),
     ],
@@ -67,3 +79,10 @@ def test_the_documented_layout_a_julia_client_would_write() -> None:
 def test_garbage_is_refused_naming_what_is_wrong(data: bytes, problem: str) -> None:
     with pytest.raises(FrameError, match=problem):
         decode(data)
+
+
+def test_the_agent_may_send_several_frames_in_one_message() -> None:
+    frames = [ResultFrame(1, {"sent": 3}), DataFrame(2, 0, b"abc", ["127.0.0.1", 9])]
+    assert decode_all(b"".join(encode(frame) for frame in frames)) == frames
+    with pytest.raises(FrameError, match="ends inside a frame"):
+        decode_all(encode(frames[0]) + encode(frames[1])[:-1])

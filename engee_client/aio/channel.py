@@ -86,6 +86,12 @@ class AsyncChannelTransport:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._link is not None and self._broken is None:
+            try:
+                for data in self.state.farewell():
+                    await self._link.send(data)
+            except ConnectionClosed:
+                pass  # the agent gives back what it kept of the streams either way: from what it last heard
         await self._give_up(AgentUnreachableError(f"{CHANNEL_PATH} (agent {self.url}): the client was closed"))
         if self._reader is not None:
             self._reader.cancel()

@@ -108,6 +108,13 @@ class ChannelTransport:
         atexit.unregister(self._at_exit)
         with self._lock:
             self._closed = True
+            farewell = self.state.farewell() if self._broken is None else []
+        try:
+            for data in farewell:
+                if self._link is not None:
+                    self._link.send(data)
+        except OSError:
+            pass  # the agent gives back what it kept of the streams either way: from what it last heard
         self._stopped.set()
         self._give_up(AgentUnreachableError(f"{CHANNEL_PATH} (agent {self.url}): the client was closed"))
         if self._link is not None:
