@@ -14,6 +14,7 @@ from protocol.channel import MAX_FRAME, PING_INTERVAL
 
 from .app import create_app
 from .settings import Settings, SettingsError, load
+from .websocket import ChannelProtocol
 
 SHUTDOWN_GRACE = 3
 """Seconds calls in progress get after SIGTERM/SIGINT before they are cut and every socket is closed."""
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
         # The channel: frames up to a maximal payload, no compression (socket bytes rarely shrink, and
         # it costs every frame), and pings that find a dead link.
-        ws="websockets-sansio",
+        ws=ChannelProtocol,
         ws_max_size=MAX_FRAME,
         ws_per_message_deflate=False,
         ws_ping_interval=PING_INTERVAL,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +54,8 @@ class _Book:
 
     calls: OrderedDict[Key, _Call] = field(default_factory=OrderedDict)
     bytes: int = 0
+    seqs: dict[str, deque[int]] = field(default_factory=dict)
+    """Each session's seqs in the order they came, for acknowledging without a scan of every call."""
 
 
 class Ledger:
@@ -87,6 +89,7 @@ class Ledger:
         if call is None:
             call = _Call(name, request, eager(compute()))
             book.calls[key] = call
+            book.seqs.setdefault(key[0], deque()).append(key[1])
             self._answers += 1
             if call.task.done():  # ran at once: counted now, not in a later turn of the loop
                 self._finished(principal, key, call)
@@ -121,12 +124,18 @@ class Ledger:
     def acknowledge(self, principal: str, session: str, done: int) -> None:
         """Forget the finished answers of `session` up to seq `done`: the client has them."""
         book = self._books.get(principal)
-        if book is None:
-            return
-        for key in [
-            key for key, call in book.calls.items() if key[0] == session and key[1] <= done and call.task.done()
-        ]:
-            self._forget(principal, key)
+        seqs = book.seqs.get(session) if book else None
+        while book and seqs and seqs[0] <= done:
+            key = (session, seqs[0])
+            call = book.calls.get(key)
+            if call is not None and not call.task.done():
+                break  # still running: forgotten with a later acknowledgement
+            seqs.popleft()
+            if call is not None:
+                self._forget(principal, key)
+                book = self._books.get(principal)
+        if book and seqs is not None and not seqs:
+            book.seqs.pop(session, None)
 
     def __len__(self) -> int:
         return self._answers

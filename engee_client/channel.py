@@ -46,7 +46,7 @@ from protocol.models import LONG_POLL
 
 from .transport import Call, Reply
 
-WINDOW_BYTES = 32 << 20
+WINDOW_BYTES = 64 << 20
 """Bytes of pipelined sends a socket may have unacknowledged, like a kernel send buffer."""
 WINDOW_CALLS = 256
 """Pipelined sends a socket may have unacknowledged."""
@@ -163,8 +163,8 @@ class ChannelState:
 
     def exchange(self, call: Call) -> Flow:
         """The course of one call: cancels it carries go first; a socket from before a restart, or one whose
-        pipelined send failed, is answered here; a close waits for the socket's sends; a send is pipelined,
-        a receive served from the socket's stream, anything else sent and its answer awaited."""
+        pipelined send failed, is answered here; a close waits for the socket's sends' answers too; a send
+        is pipelined, a receive served from the socket's stream, anything else sent and its answer awaited."""
         for seq in call.call_id.cancel:
             yield self.cancel(seq)
         descriptor = getattr(call.request, "descriptor", None)
@@ -172,9 +172,8 @@ class ChannelState:
             return (yield from self._request(call))
         if call.boot and self.info and call.boot != self.info.boot_id:
             return Reply(_restarted(call.method.name), self.boot)  # what the agent would answer, known here already
-        if call.method is METHODS.close:
-            yield Wait(lambda: not self.in_flight(descriptor))
-            reply = yield from self._request(call)
+        if call.method is METHODS.close:  # sent at once: the agent runs it after the socket's sends, in order
+            reply = yield from self._request(call, lambda: not self.in_flight(descriptor))
             failure = self.failure(descriptor)
             return Reply(failure, reply.boot) if failure else reply  # closed, and the send that failed is raised
         if (failure := self.failure(descriptor)) is not None:
@@ -193,11 +192,12 @@ class ChannelState:
             return [failure] if failure else []
         return self.failures()
 
-    def _request(self, call: Call) -> Flow:
+    def _request(self, call: Call, also: Callable[[], bool] = lambda: True) -> Flow:
+        """Send `call` and wait for its answer (and until `also()`)."""
         seq = call.call_id.seq
         try:
             yield self.frame(call)
-            yield Wait(lambda: seq in self._replies)
+            yield Wait(lambda: seq in self._replies and also())
         except BaseException:
             self.forget(seq)  # interrupted, or the link was given up: not sent again after a new link
             raise
@@ -236,7 +236,7 @@ class ChannelState:
                     yield stream.again()
             if self._streams.get(stream.descriptor) is not stream:  # closed meanwhile, or the agent restarted
                 return Reply(self._stream_gone(call), self.boot)
-        if stream.consumed - stream.granted_at >= max(1, stream.window // 2):
+        if stream.consumed - stream.granted_at >= max(1, stream.window // 8):
             yield stream.grant()
         return Reply(outcome, self.boot)
 
@@ -308,6 +308,10 @@ class ChannelState:
             stream.consumed += 1
             sender = m.Address(host=peer[0], port=peer[1]) if peer else None
             return m.ReceiveResponse(data=data[:bufsize], peer=sender, truncated=len(data) > bufsize)
+        if stream.chunks and not stream.cut and len(stream.chunks[0][0]) <= bufsize and len(stream.chunks) == 1:
+            data = stream.chunks.popleft()[0]  # the whole of what arrived: handed over as it is, not copied
+            stream.consumed += len(data)
+            return m.ReceiveResponse(data=data)
         if stream.chunks:
             taken = bytearray()
             while stream.chunks and len(taken) < bufsize:

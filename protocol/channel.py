@@ -61,7 +61,7 @@ SESSION_PARAMETER = "session"
 MAX_FRAME = MAX_PAYLOAD + 64 * 1024
 """Largest frame either side sends or takes: a maximal payload and its fields."""
 
-READ_AHEAD = 16 << 20
+READ_AHEAD = 32 << 20
 """Bytes of a socket a stream may carry ahead of the client's receives (the agent's limit read_ahead caps it)."""
 DATAGRAMS_AHEAD = 256
 """Datagrams a stream of a datagram socket carries ahead of the client's receives, at most."""

@@ -82,17 +82,19 @@ def run(flow):  # type: ignore[no-untyped-def]
         return sent, done.value
 
 
-def test_a_stream_answers_receives_from_what_arrived_and_grants_again_at_half_the_window() -> None:
-    state = ChannelState(read_ahead=100)
+def test_a_stream_answers_receives_from_what_arrived_and_grants_again_as_they_take_it() -> None:
+    state = ChannelState(read_ahead=160)
     state.received(encode(HelloFrame(INFO.model_dump())))
     sent, reply = run(state.exchange(receive(1, 10)))
-    assert sent == [GrantFrame(5, 0, 100)] and reply.outcome == m.ReceiveResponse(pending=True)
+    assert sent == [GrantFrame(5, 0, 160)] and reply.outcome == m.ReceiveResponse(pending=True)
     state.received(encode(DataFrame(5, 0, b"a" * 30)) + encode(DataFrame(5, 30, b"b" * 30)))
-    sent, reply = run(state.exchange(receive(2, 40)))
-    assert reply.outcome == m.ReceiveResponse(data=b"a" * 30 + b"b" * 10) and sent == []
-    sent, reply = run(state.exchange(receive(3, 40)))
-    assert reply.outcome == m.ReceiveResponse(data=b"b" * 20)
-    assert sent == [GrantFrame(5, 60, 160)]  # 60 of 100 taken: the window opens again from there
+    sent, reply = run(state.exchange(receive(2, 15)))
+    assert reply.outcome == m.ReceiveResponse(data=b"a" * 15) and sent == []  # under an eighth of the window
+    sent, reply = run(state.exchange(receive(3, 25)))
+    assert reply.outcome == m.ReceiveResponse(data=b"a" * 15 + b"b" * 10)
+    assert sent == [GrantFrame(5, 40, 200)]  # 40 taken: the window opens again from there
+    sent, reply = run(state.exchange(receive(4, 100)))
+    assert reply.outcome == m.ReceiveResponse(data=b"b" * 20) and sent == [GrantFrame(5, 60, 220)]
 
 
 def test_a_stream_drops_what_a_new_link_sends_again_and_refuses_a_gap() -> None:
