@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         "bulk send, 20 ms RTT",
         "the bulk send with the notebook 10 ms each way from the agent; direct: a TCP stream through the same proxy",
         bytes_,
-        ("channel", "http", "direct"),
+        ("channel", "http", "rpyc-bound", "direct"),
         throughput=True,
         rtt=2 * DELAY,
         floors=(
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         "bulk receive, 20 ms RTT",
         "the bulk receive with the notebook 10 ms each way from the agent; direct: through the same proxy",
         bytes_,
-        ("channel", "direct"),
+        ("channel", "http", "rpyc", "direct"),
         throughput=True,
         rtt=2 * DELAY,
         floors=(
@@ -201,13 +201,15 @@ def main(argv: list[str] | None = None) -> None:
                     far_bulk,
                     {
                         **{kind: partial(bulk_agent, agent, chunk, args.chunks) for kind, agent in far.items()},
+                        "rpyc-bound": partial(bulk_sockets, far_remote, chunk, args.chunks, bound=True),
                         "direct": partial(bulk_sockets, socket, chunk, args.chunks, delay=DELAY),
                     },
                 ),
                 (
                     far_receive,
                     {
-                        "channel": partial(receive_agent, far["channel"], chunk, args.chunks),
+                        **{kind: partial(receive_agent, agent, chunk, args.chunks) for kind, agent in far.items()},
+                        "rpyc": partial(receive_sockets, far_remote, chunk, args.chunks),
                         "direct": partial(receive_sockets, socket, chunk, args.chunks, delay=DELAY),
                     },
                 ),

@@ -15,6 +15,7 @@ import socket
 import ssl
 import struct
 import threading
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
@@ -137,13 +138,7 @@ class Link:
             data = self.sock.recv(RECEIVE)
         except (OSError, ValueError) as exc:  # ValueError: closed here already
             raise LinkClosed(str(exc)) from exc
-        with self._state:
-            plain = self._decrypt(data) if self._tls is not None else data
-            if data:
-                self._protocol.receive_data(plain)
-            else:
-                self._protocol.receive_eof()
-            frames = [event for event in self._protocol.events_received() if isinstance(event, Frame)]
+        frames = [event for event in self._take_in(data) if isinstance(event, Frame)]
         messages = self._binaries(frames)
         if not data or self._protocol.state is State.CLOSED or self._protocol.close_expected():
             raise LinkClosed("the agent closed the channel" if data else "the connection was closed")
@@ -155,6 +150,16 @@ class Link:
         except OSError:
             pass
         self.sock.close()
+
+    def _take_in(self, data: bytes) -> list[Any]:
+        """Feed what the socket gave (b"": its end) to TLS and the protocol; the events it completes."""
+        with self._state:
+            plain = self._decrypt(data) if self._tls is not None else data
+            if data:
+                self._protocol.receive_data(plain)
+            else:
+                self._protocol.receive_eof()
+            return self._protocol.events_received()
 
     def _binaries(self, frames: list[Frame]) -> list[bytes]:
         messages = []
@@ -208,13 +213,7 @@ class Link:
         self.sock.sendall(out)
         while True:
             data = self.sock.recv(RECEIVE)
-            with self._state:
-                plain = self._decrypt(data) if self._tls is not None else data
-                if data:
-                    self._protocol.receive_data(plain)
-                else:
-                    self._protocol.receive_eof()
-                events = self._protocol.events_received()
+            events = self._take_in(data)
             if events:
                 response = events[0]
                 assert isinstance(response, Response)
