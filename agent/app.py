@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Real OS sockets on this machine, driven over HTTP by a remote notebook.",
     )
     add_method_routes(app, dispatcher)
-    add_channel_route(app, dispatcher)
+    app.state.sessions = add_channel_route(app, dispatcher)
 
     @app.get(
         AGENT_PATH,

@@ -96,6 +96,14 @@ class Sessions:
         if key not in self._channels and key not in self._releases:
             self._release_later(key, principal)
 
+    async def drain(self, timeout: float) -> None:
+        """Until every channel has sent the outcome of each call it took, at most `timeout` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(channel.busy for channel in self._channels.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                return
+            await asyncio.sleep(0.01)
+
     def grant(self, channel: Channel, frame: GrantFrame) -> None:
         """Start, resume or widen the session's stream of a socket, as the client's grant says."""
         key, descriptor = channel.key, frame.descriptor
@@ -316,6 +324,11 @@ class Channel:
             return error_detail(exc, method.name, None)
         call_id = CallId(self.session, frame.seq, frame.done)
         return await self.dispatcher.dispatch(self.principal, method, request, call_id, frame.boot)
+
+    @property
+    def busy(self) -> bool:
+        """Calls under way, or frames not yet sent to a client that is still there."""
+        return bool(self._calls) or (bool(self._outbox) and not self._gone)
 
     def post(self, frame: Frame) -> None:
         """Queue `frame` for the client; frames leave in the order posted. Once the client is gone, nothing."""

@@ -17,6 +17,8 @@ from .settings import Settings, SettingsError, load
 from .websocket import ChannelProtocol
 
 SHUTDOWN_GRACE = 3
+DRAIN = 1.0
+"""Seconds a stopping agent gives its channels to send the outcomes of their last calls."""
 """Seconds calls in progress get after SIGTERM/SIGINT before they are cut and every socket is closed."""
 
 
@@ -123,6 +125,13 @@ class AgentServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Before uvicorn closes the channels: let each send what closing every socket made of its calls."""
+        sessions = getattr(self.app.state, "sessions", None)
+        if sessions is not None:
+            await sessions.drain(DRAIN)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)

@@ -50,6 +50,7 @@ class Link:
         self._writing = threading.Lock()
         self._early: list[Frame] = []
         self._masks, self._masks_at = b"", 0
+        self._ended = ""
 
     @classmethod
     def open(
@@ -131,6 +132,8 @@ class Link:
         if self._early:
             frames, self._early = self._early, []
             return self._binaries(frames)
+        if self._ended:
+            raise LinkClosed(self._ended)
         try:
             ready, _, _ = select.select([self.sock], [], [], timeout)  # TLS leaves nothing pending: _decrypt takes all
             if not ready:
@@ -141,8 +144,10 @@ class Link:
         frames = [event for event in self._take_in(data) if isinstance(event, Frame)]
         messages = self._binaries(frames)
         if not data or self._protocol.state is State.CLOSED or self._protocol.close_expected():
-            raise LinkClosed("the agent closed the channel" if data else "the connection was closed")
-        return messages
+            self._ended = "the agent closed the channel" if data else "the connection was closed"
+            if not messages:
+                raise LinkClosed(self._ended)
+        return messages  # what came before the end first: the next read says it ended
 
     def close(self) -> None:
         try:
