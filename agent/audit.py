@@ -43,7 +43,8 @@ class Audit:
         local: Address | None = None,
         peer: Address | None = None,
     ) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        now = time.time()  # one reading for the seconds and the milliseconds, so they never disagree
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
         fields = [("time", stamp), ("principal", principal), ("action", action)]
         if descriptor is not None:
             fields.append(("descriptor", str(descriptor)))
