@@ -23,6 +23,7 @@ from .channel import add_channel_route
 from .dispatch import Dispatcher
 from .gate import Gate
 from .http import SECURITY, add_method_routes, error_response
+from .link import AgentLink
 from .settings import Settings
 from .status import add_status_routes
 
@@ -48,8 +49,15 @@ def create_app(settings: Settings) -> FastAPI:
         reaper = asyncio.create_task(dispatcher.reap())
         loop = asyncio.get_running_loop()
         app.state.close_all = lambda: loop.call_soon_threadsafe(dispatcher.close_all)
+        linker = None
+        if settings.gateways:
+            assert settings.agent_id and settings.agent_key
+            app.state.link = AgentLink(app, settings.gateways, settings.agent_id, settings.agent_key)
+            linker = asyncio.create_task(app.state.link.run())
         yield
         reaper.cancel()
+        if linker is not None:
+            linker.cancel()
         dispatcher.close()
 
     app = FastAPI(

@@ -17,9 +17,9 @@ from .settings import Settings, SettingsError, load
 from .websocket import ChannelProtocol
 
 SHUTDOWN_GRACE = 3
+"""Seconds calls in progress get after SIGTERM/SIGINT before they are cut and every socket is closed."""
 DRAIN = 1.0
 """Seconds a stopping agent gives its channels to send the outcomes of their last calls."""
-"""Seconds calls in progress get after SIGTERM/SIGINT before they are cut and every socket is closed."""
 
 
 def raise_open_files_limit() -> None:
@@ -43,9 +43,27 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def banner(url: str, settings: Settings) -> str:
+def listen(settings: Settings) -> socket.socket:
+    """The agent's port: the one it is handed (--fd), or one it binds."""
+    try:
+        if settings.fd is not None:
+            return socket.socket(fileno=settings.fd)
+        return listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        where = f"file descriptor {settings.fd}" if settings.fd is not None else f"{settings.host}:{settings.port}"
+        sys.exit(f"engee-agent: cannot listen on {where}: {exc.strerror or exc}")
+
+
+def banner(url: str | None, settings: Settings) -> str:
     owner = next((p for p in settings.principals if p.name == "owner"), None)
-    lines = [f"engee-agent listening on {url}"]
+    lines = [f"engee-agent listening on {url}" if url else "engee-agent serving no local port (--no-listen)"]
+    for gateway in settings.gateways:
+        lines.append(
+            f"linking to the gateway {gateway} as agent {settings.agent_id}; notebooks reach it as "
+            f'Agent("{gateway.rstrip("/")}/agents/{settings.agent_id}", token=<their gateway token>)'
+        )
+    if url is None:
+        return "\n".join(lines)
     if owner is None:
         names = ", ".join(p.name for p in settings.principals)
         return "\n".join([*lines, f"principals: {names} (tokens in the config file)"])
@@ -71,17 +89,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"engee-agent: {exc}")
     raise_open_files_limit()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        sock = (
-            socket.socket(fileno=settings.fd)
-            if settings.fd is not None
-            else listening_socket(settings.host, settings.port)
-        )
-    except OSError as exc:
-        where = f"file descriptor {settings.fd}" if settings.fd is not None else f"{settings.host}:{settings.port}"
-        sys.exit(f"engee-agent: cannot listen on {where}: {exc.strerror or exc}")
-    host, port = sock.getsockname()[:2]
-    print(banner(f"{settings.scheme}://{bracketed(host)}:{port}", settings), flush=True)
+    sockets = [listen(settings)] if settings.listen else []
+    url = (
+        f"{settings.scheme}://{bracketed(sockets[0].getsockname()[0])}:{sockets[0].getsockname()[1]}"
+        if sockets
+        else None
+    )
+    print(banner(url, settings), flush=True)
     # Sockets wait for readiness with add_reader/add_writer, which Windows has only on the selector loop.
     loop = "asyncio:SelectorEventLoop" if sys.platform == "win32" else "auto"
     app = create_app(settings)
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         # uvicorn re-raises the signal that stopped it once it is done; a no-op handler turns
         # that into a plain exit with status 0 after the graceful shutdown.
         signal.signal(sig, lambda *_: None)
-    AgentServer(config, app).run(sockets=[sock])
+    AgentServer(config, app).run(sockets=sockets)
 
 
 def _refused_upgrades_are_not_errors(record: logging.LogRecord) -> bool:

@@ -27,6 +27,11 @@ _COOKIE_CANNOT_ACT = (
 )
 PRINCIPAL = "engee.principal"
 """The scope key under which the calling principal travels to the endpoints."""
+LINK_USER = "engee.link_user"
+"""The scope key of a request that came over the gateway link: the gateway's user who made it. Only the
+agent's link (agent/link.py) builds such scopes; no request from the network can carry it."""
+GATEWAY_PREFIX = "gateway:"
+"""A gateway user's principal is `gateway:<user>`, so it never shares sockets with a local principal."""
 COOKIE = "engee_token"
 """The status page's cookie: accepted for GET requests only, so a page can look but never act."""
 
@@ -60,6 +65,10 @@ class Gate:
                 message["headers"] = [*message.get("headers", []), self.boot]
             await send(message)
 
+        if (user := scope.get(LINK_USER)) is not None:  # the gateway authenticated the user; the link, the gateway
+            scope[PRINCIPAL] = Principal(name=GATEWAY_PREFIX + user, token="")
+            await self.app(scope, receive, send_with_boot)
+            return
         headers = dict(scope["headers"])
         given = _credential(scope, headers)
         principal = self._principal(given)

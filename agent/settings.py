@@ -33,6 +33,7 @@ from typing import Any, get_type_hints
 
 from protocol import MAX_PAYLOAD, TOKEN_VARIABLE
 from protocol.channel import READ_AHEAD
+from protocol.link import AGENT_ID_PATTERN
 
 from .policy import DEFAULT_CONNECT_DENY, Policy, PolicyError, RuleSet
 
@@ -90,6 +91,12 @@ class Settings:
     ssl_keyfile: str | None = None
     audit_log: str | None = None
     log_level: str = "warning"
+    gateways: tuple[str, ...] = ()
+    """Gateway URLs to link out to (agent/link.py), tried in turn; none: no link."""
+    agent_id: str | None = None
+    agent_key: str | None = None
+    listen: bool = True
+    """Serve the local port; False with a gateway, for an agent reached only through it."""
 
     @property
     def scheme(self) -> str:
@@ -163,6 +170,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-keyfile", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument("--audit-log", metavar="FILE", help="append audit lines here (default: standard error)")
     p.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="link out to this gateway (https://...), so notebooks reach this agent through it by id; "
+        "repeatable, one URL per gateway replica, tried in turn",
+    )
+    p.add_argument("--agent-id", metavar="ID", help="this agent's id at the gateway")
+    p.add_argument("--agent-key", metavar="KEY", help="this agent's key at the gateway")
+    p.add_argument("--no-listen", action="store_true", default=None, help="serve no local port: only the gateway link")
+    p.add_argument(
         "--log-level", choices=LOG_LEVELS, type=str.lower, help="how much to log to standard error (default warning)"
     )
     return p
@@ -184,7 +202,18 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         raise SettingsError(str(exc)) from None
 
 
-ENVIRONMENT_OPTIONS = ("config", "host", "port", "fd", "ssl_certfile", "ssl_keyfile", "audit_log", "log_level")
+ENVIRONMENT_OPTIONS = (
+    "config",
+    "host",
+    "port",
+    "fd",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "audit_log",
+    "log_level",
+    "agent_id",
+    "agent_key",
+)
 """Options also read from ENGEE_AGENT_<NAME> (the token from ENGEE_AGENT_TOKEN)."""
 
 
@@ -240,7 +269,37 @@ def _build(args: argparse.Namespace, config: dict[str, Any], environ: Mapping[st
     )
     if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
         raise SettingsError("--ssl-certfile and --ssl-keyfile go together")
-    return settings
+    return _linked(settings, args, config, environ)
+
+
+def _linked(
+    settings: Settings, args: argparse.Namespace, config: dict[str, Any], environ: Mapping[str, str]
+) -> Settings:
+    """The settings with the gateway link's: URLs, id and key, all three or none."""
+    gateways = (
+        tuple(args.gateway)
+        or tuple(config.get("gateways", ()))
+        or tuple(url for url in environ.get("ENGEE_AGENT_GATEWAY", "").split() if url)
+    )
+    agent_id = _pick(args.agent_id, config.get("agent_id"), None)
+    key = _pick(args.agent_key, config.get("agent_key"), None)
+    listen = not _pick(args.no_listen, not config.get("listen", True), False)
+    if not gateways:
+        if agent_id or key:
+            raise SettingsError("--agent-id and --agent-key name this agent at a gateway: give --gateway URL too")
+        if not listen:
+            raise SettingsError("--no-listen leaves no way in: give --gateway URL, --agent-id and --agent-key")
+        return settings
+    for url in gateways:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise SettingsError(f"--gateway {url!r} needs http:// or https:// and a host")
+    if not agent_id or not re.match(AGENT_ID_PATTERN, agent_id):
+        raise SettingsError(
+            f"--agent-id {agent_id!r}: a gateway needs this agent's id, 1 to 64 letters, digits, '.', '-', '_'"
+        )
+    if not key or len(key) < 16:
+        raise SettingsError("--agent-key: a gateway needs this agent's key, at least 16 characters")
+    return replace(settings, gateways=gateways, agent_id=agent_id, agent_key=key, listen=listen)
 
 
 def _pick(flag: Any, configured: Any, default: Any) -> Any:
@@ -396,6 +455,10 @@ CONFIG = Table(
         "ssl_keyfile": STRING,
         "audit_log": STRING,
         "log_level": LOG_LEVEL,
+        "gateways": STRINGS,
+        "agent_id": STRING,
+        "agent_key": STRING,
+        "listen": Value("true or false", (bool,)),
     }
 )
 """What a config file may hold, and of which type: every section is checked by it before it is used."""

@@ -10,6 +10,7 @@
 from protocol import (
     METHODS,
     AgentError,
+    AgentOfflineError,
     AgentRestartedError,
     AgentUnreachableError,
     AuthenticationError,
@@ -31,6 +32,7 @@ __all__ = [
     "SOCKET",
     "Agent",
     "AgentError",
+    "AgentOfflineError",
     "AgentRestartedError",
     "AgentUnreachableError",
     "AsyncAgent",

@@ -98,8 +98,23 @@ class AgentProcess(ChildProcess):
         self.url = ""
         super().__init__(
             [sys.executable, "-m", "agent", "--host", host, "--port", "0", *args],
-            r"engee-agent listening on (\S+)",
+            r"engee-agent (?:listening on (\S+)|serving no local port)",
             env={TOKEN_VARIABLE: self.token},
+            log_dir=log_dir,
+        )
+
+    def started(self) -> None:
+        self.url = self.match.group(1) or ""  # none with --no-listen
+
+
+class GatewayProcess(ChildProcess):
+    """`python -m gateway` on a free loopback port with the config file `config`; `url` once it listens."""
+
+    def __init__(self, config: str, *args: str, log_dir: str | None = None) -> None:
+        self.url = ""
+        super().__init__(
+            [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", "0", "--config", config, *args],
+            r"engee-gateway listening on (\S+)",
             log_dir=log_dir,
         )
 

@@ -9,6 +9,7 @@ from .addresses import bracketed, host_port
 from .calls import CallId
 from .errors import (
     AgentError,
+    AgentOfflineError,
     AgentRestartedError,
     AgentUnreachableError,
     AuthenticationError,
@@ -52,6 +53,7 @@ __all__ = [
     "TRANSPORT_VARIABLE",
     "URL_VARIABLE",
     "AgentError",
+    "AgentOfflineError",
     "AgentRestartedError",
     "AgentUnreachableError",
     "AnyMethod",

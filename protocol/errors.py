@@ -24,6 +24,10 @@ class AuthenticationError(AgentError):
     """The agent refused the token."""
 
 
+class AgentOfflineError(AgentError):
+    """The agent is not linked to the gateway now (its PC is off, asleep or has lost its network)."""
+
+
 class AgentRestartedError(AgentError):
     """The agent restarted since the socket was created; its sockets are gone."""
 
@@ -60,6 +64,7 @@ class ErrorCode(str, Enum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     LIMIT_EXCEEDED = "limit_exceeded"
     CALL_ID_REUSED = "call_id_reused"
+    AGENT_OFFLINE = "agent_offline"
     INTERNAL = "internal"
 
     @property
@@ -80,6 +85,7 @@ _STATUS = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.LIMIT_EXCEEDED: 429,
     ErrorCode.CALL_ID_REUSED: 409,
+    ErrorCode.AGENT_OFFLINE: 503,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -177,6 +183,8 @@ def exception_for(detail: ErrorDetail, where: str) -> Exception:
         return LimitExceededError(message)
     if detail.code is ErrorCode.CALL_ID_REUSED:
         return ProtocolError(message)
+    if detail.code is ErrorCode.AGENT_OFFLINE:
+        return AgentOfflineError(message)
     return AgentError(message)
 
 

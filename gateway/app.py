@@ -1,0 +1,192 @@
+"""The gateway's web app: the agents' links, and every agent's endpoints under `/agents/<id>/`.
+
+`/agents/<id>/v1/...` answers exactly what the agent's own port answers (the HTTP endpoints and the
+channel), carried over the agent's link, so a client reaches a linked agent with nothing changed
+but its URL: `Agent("https://GW/agents/<id>", token=<user token>)`. A user who may not use an agent
+cannot tell it from one that does not exist; only an agent a user may use is ever reported offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import Response
+from starlette.websockets import WebSocketDisconnect
+
+from protocol import HEALTH_PATH, ErrorBody, ErrorCode, ErrorDetail
+from protocol.channel import CHANNEL_PATH, CLOSE_PROTOCOL
+from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME, Close, LinkError, Message, decode
+
+from .links import CLOSE_OFFLINE, LinkedAgent, Links, Offline
+from .settings import Settings, User
+
+log = logging.getLogger("engee.gateway")
+
+RELAY_TIMEOUT = 75.0
+"""Seconds a relayed request may take: a blocking call's longest wait (60 s) and some."""
+OPEN_TIMEOUT = 10.0
+"""Seconds an agent has to answer a channel's upgrade."""
+PASSED = frozenset({"content-type", "accept", "x-engee-call", "x-engee-boot", "x-engee-meta"})
+"""Request headers that go on to the agent; the user's credentials stay here."""
+DROPPED = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+class Refusal(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        self.code, self.message = code, message
+
+    def response(self) -> Response:
+        body = ErrorBody(error=ErrorDetail(code=self.code, message=self.message)).to_json()
+        headers = {"WWW-Authenticate": 'Bearer realm="engee-gateway"'} if self.code is ErrorCode.UNAUTHORIZED else None
+        return Response(body, status_code=self.code.status, media_type="application/json", headers=headers)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    links = Links()
+    app = FastAPI(title="engee-sockets gateway", description="Agents that link out, reached by id.")
+    app.state.links = links
+
+    def user_of(headers: Any) -> User:
+        authorization = headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        user = settings.user(token) if scheme.lower() == "bearer" and token else None
+        if user is None:
+            problem = "wrong" if authorization else "missing"
+            raise Refusal(
+                ErrorCode.UNAUTHORIZED, f"{problem} token: pass your gateway token as 'Authorization: Bearer <token>'"
+            )
+        return user
+
+    def reach(user: User, agent_id: str) -> LinkedAgent:
+        if agent_id not in user.agents or agent_id not in settings.agents:
+            raise Refusal(ErrorCode.NOT_FOUND, f"no agent {agent_id!r} for {user.name} at this gateway")
+        linked = links.get(agent_id)
+        if linked is None:
+            raise Refusal(ErrorCode.AGENT_OFFLINE, f"agent {agent_id!r} is offline: it is not linked to the gateway")
+        return linked
+
+    @app.get(HEALTH_PATH)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.websocket(LINK_PATH)
+    async def link(websocket: WebSocket) -> None:
+        agent_id = websocket.headers.get(AGENT_HEADER, "")
+        scheme, _, key = websocket.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not settings.agent_key_matches(agent_id, key):
+            await websocket.send_denial_response(
+                Refusal(ErrorCode.UNAUTHORIZED, "this agent id and key do not link here").response()
+            )
+            return
+        await websocket.accept()
+        linked = await links.link(agent_id, websocket)
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                data = message.get("bytes")
+                try:
+                    linked.take(decode(data if data is not None else b""))
+                except LinkError as exc:
+                    log.warning("a bad frame on the link of %s: %s", agent_id, exc)
+                    await websocket.close(CLOSE_PROTOCOL, str(exc)[:120])
+                    return
+        except WebSocketDisconnect:
+            pass
+        finally:
+            links.unlink(linked)
+
+    @app.websocket("/agents/{agent_id}" + CHANNEL_PATH)
+    async def channel(websocket: WebSocket, agent_id: str) -> None:
+        try:
+            user = user_of(websocket.headers)
+            if "origin" in websocket.headers:
+                raise Refusal(ErrorCode.PERMISSION_DENIED, "no web page may open a channel through the gateway")
+            linked = reach(user, agent_id)
+            request = {"kind": "channel", "path": CHANNEL_PATH, "query": websocket.url.query, "headers": []}
+            stream, answer = await linked.open_channel(user.name, request, OPEN_TIMEOUT)
+        except Refusal as refusal:
+            await websocket.send_denial_response(refusal.response())
+            return
+        except (Offline, TimeoutError):
+            await websocket.send_denial_response(_offline(agent_id).response())
+            return
+        if answer.status != 101:
+            await websocket.send_denial_response(_response(answer.status, answer.headers, answer.body))
+            return
+        await websocket.accept()
+        await _relay(websocket, linked, stream)
+
+    @app.api_route("/agents/{agent_id}/{path:path}", methods=["GET", "POST"])
+    async def relay(agent_id: str, path: str, request: Request) -> Response:
+        try:
+            user = user_of(request.headers)
+            linked = reach(user, agent_id)
+        except Refusal as refusal:
+            return refusal.response()
+        body = await request.body()
+        if len(body) > MAX_LINK_FRAME - 64 * 1024:
+            return Refusal(ErrorCode.PAYLOAD_TOO_LARGE, f"a body of {len(body)} bytes is over the limit").response()
+        headers = [[name, value] for name, value in request.headers.items() if name.lower() in PASSED]
+        relayed = {
+            "kind": "http",
+            "method": request.method,
+            "path": "/" + path,
+            "query": request.url.query,
+            "headers": headers,
+            "body": body,
+        }
+        try:
+            answer = await linked.request(user.name, relayed, RELAY_TIMEOUT)
+        except (Offline, TimeoutError):
+            return _offline(agent_id).response()
+        return _response(answer.status, answer.headers, answer.body)
+
+    return app
+
+
+def _offline(agent_id: str) -> Refusal:
+    return Refusal(ErrorCode.AGENT_OFFLINE, f"agent {agent_id!r} went offline: its link to the gateway dropped")
+
+
+def _response(status: int, headers: list[list[str]], body: bytes) -> Response:
+    kept = {name: value for name, value in headers if name.lower() not in DROPPED}
+    return Response(body, status_code=status, headers=kept)
+
+
+async def _relay(websocket: WebSocket, linked: LinkedAgent, stream: int) -> None:
+    """Carry a channel's messages both ways until either side closes it, or the link drops."""
+
+    async def up() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                await linked.close_channel(stream, message.get("code", 1000))
+                return
+            await linked.to_agent(stream, message.get("bytes") or b"")
+
+    async def down() -> None:
+        while True:
+            frame = await linked.from_agent(stream)
+            if isinstance(frame, Message):
+                await websocket.send_bytes(frame.data)
+                continue
+            code = frame.code if isinstance(frame, Close) else CLOSE_OFFLINE
+            await websocket.close(code, frame.reason if isinstance(frame, Close) else "the agent went offline")
+            return
+
+    tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await linked.close_channel(stream, 1001)
+        except Offline:
+            pass

@@ -1,0 +1,214 @@
+"""The relay: an agent links out to a gateway, notebooks reach it there by id, with the client unchanged."""
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets.sync.client as ws_client
+from websockets.exceptions import InvalidStatus
+
+from engee_client import Agent, AgentError, AgentOfflineError, AuthenticationError
+from lab.process import AgentProcess, GatewayProcess
+from protocol.link import AGENT_HEADER, LINK_PATH
+
+KEYS = {"lab-7": "lab-7-key-0123456789", "lab-8": "lab-8-key-0123456789", "spare": "spare-key-0123456789"}
+TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
+CONFIG = f"""
+[agents.lab-7]
+key = "{KEYS["lab-7"]}"
+[agents.lab-8]
+key_sha256 = "{__import__("hashlib").sha256(KEYS["lab-8"].encode()).hexdigest()}"
+[agents.spare]
+key = "{KEYS["spare"]}"
+[users.alice]
+token = "{TOKENS["alice"]}"
+agents = ["lab-7", "lab-8", "spare"]
+[users.bob]
+token = "{TOKENS["bob"]}"
+agents = ["lab-7"]
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    folder = tmp_path_factory.mktemp("gateway")
+    config = folder / "gateway.toml"
+    config.write_text(CONFIG)
+    with GatewayProcess(str(config), log_dir=str(folder)) as process:
+        yield process
+
+
+def linked_agent(gateway: GatewayProcess, agent_id: str, folder: Path, *args: str) -> AgentProcess:
+    """An agent that links out to `gateway` as `agent_id`, started; linked once the gateway answers for it."""
+    process = AgentProcess(
+        "--gateway", gateway.url, "--agent-id", agent_id, "--agent-key", KEYS[agent_id], *args, log_dir=str(folder)
+    ).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{gateway.url}/agents/{agent_id}/v1/agent", headers=_bearer("alice"))
+        if reply.status_code == 200:
+            return process
+        time.sleep(0.1)
+    process.stop()
+    raise RuntimeError(f"agent {agent_id} did not link:\n{process.output()}")
+
+
+@pytest.fixture(scope="module")
+def lab(gateway: GatewayProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    process = linked_agent(gateway, "lab-7", tmp_path_factory.mktemp("lab"))
+    yield process
+    process.stop()
+
+
+def _bearer(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[user]}"}
+
+
+def through(gateway: GatewayProcess, transport: str, user: str = "alice", agent_id: str = "lab-7") -> Agent:
+    return Agent(f"{gateway.url}/agents/{agent_id}", token=TOKENS[user], transport=transport, retry_for=2)
+
+
+def test_the_seed_example_runs_through_the_gateway(gateway: GatewayProcess, lab: AgentProcess, transport: str) -> None:
+    with through(gateway, transport) as agent:
+        socket_1 = agent.Socket("AF_INET", "SOCK_DGRAM")
+        socket_2 = agent.Socket("AF_INET", "SOCK_DGRAM")
+        socket_1.bind("127.0.0.1", 0)
+        socket_2.connect(*socket_1.local_address)
+        for i in range(1, 201):
+            byte_array = list(f"Message {i}".encode())
+            socket_2.send(byte_array)
+            assert socket_1.receive(1000).data == byte_array
+        socket_1.close()
+        socket_2.close()
+
+
+def test_a_tcp_exchange_through_the_gateway(gateway: GatewayProcess, lab: AgentProcess, transport: str) -> None:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        through(gateway, transport) as agent,
+        agent.Socket() as sock,
+    ):
+        sock.connect(*listener.getsockname())
+        peer, _ = listener.accept()
+        with peer:
+            payload = bytes(range(256)) * 4096
+            sock.send(payload)
+            sock.flush()
+            peer.settimeout(10)
+            got = bytearray()
+            while len(got) < len(payload):
+                got += peer.recv(1 << 20)
+            assert got == payload
+            peer.sendall(b"answer")
+            assert bytes(sock.receive(100, timeout=10)) == b"answer"
+
+
+def test_an_agent_that_is_not_linked_is_offline_at_once(gateway: GatewayProcess, transport: str) -> None:
+    started = time.monotonic()
+    with (
+        pytest.raises(AgentOfflineError, match="'spare' is offline"),
+        through(gateway, transport, agent_id="spare") as a,
+    ):
+        a.Socket()
+    assert time.monotonic() - started < 5  # no retry window spent on an offline answer
+
+
+def test_who_may_use_an_agent_and_an_unknown_agent_look_the_same(gateway: GatewayProcess, lab: AgentProcess) -> None:
+    not_granted = httpx.post(f"{gateway.url}/agents/lab-8/v1/socket", json={}, headers=_bearer("bob"))
+    unknown = httpx.post(f"{gateway.url}/agents/nope/v1/socket", json={}, headers=_bearer("bob"))
+    assert not_granted.status_code == unknown.status_code == 404
+    assert not_granted.json()["error"]["code"] == unknown.json()["error"]["code"] == "not_found"
+    assert not_granted.json()["error"]["message"].replace("lab-8", "X") == unknown.json()["error"]["message"].replace(
+        "nope", "X"
+    )
+    with pytest.raises(AgentError, match="no agent .lab-8. for bob"):
+        through(gateway, "http", user="bob", agent_id="lab-8").Socket()
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Bearer {KEYS['lab-7']}"}]
+)
+def test_a_call_needs_a_user_token_not_an_agent_key(
+    gateway: GatewayProcess, lab: AgentProcess, headers: dict[str, str]
+) -> None:
+    reply = httpx.post(f"{gateway.url}/agents/lab-7/v1/socket", json={}, headers=headers)
+    assert reply.status_code == 401 and reply.json()["error"]["code"] == "unauthorized"
+    with pytest.raises(InvalidStatus) as refused:
+        ws_client.connect(
+            f"{gateway.url.replace('http', 'ws')}/agents/lab-7/v1/channel?session=s", additional_headers=headers
+        )
+    assert refused.value.response.status_code == 401
+    with pytest.raises(AuthenticationError):
+        Agent(f"{gateway.url}/agents/lab-7", token="wrong-token-0123456789", transport="channel").Socket()
+
+
+@pytest.mark.parametrize(
+    "agent_id, key",
+    [("lab-7", TOKENS["alice"]), ("lab-7", "wrong-key-0123456789"), ("nope", KEYS["lab-7"]), ("", KEYS["lab-7"])],
+)
+def test_a_link_needs_the_agents_own_key(gateway: GatewayProcess, lab: AgentProcess, agent_id: str, key: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        ws_client.connect(
+            gateway.url.replace("http", "ws") + LINK_PATH,
+            additional_headers={"Authorization": f"Bearer {key}", AGENT_HEADER: agent_id},
+        )
+    assert refused.value.response.status_code == 401
+    with through(gateway, "http") as agent:  # and the real link was not replaced
+        assert agent.Socket().is_open()
+
+
+def test_users_of_one_agent_do_not_see_each_others_sockets(gateway: GatewayProcess, lab: AgentProcess) -> None:
+    with through(gateway, "channel", "alice") as alice, through(gateway, "channel", "bob") as bob:
+        mine = alice.Socket("AF_INET", "SOCK_DGRAM")
+        assert not bob.call("is_open", descriptor=mine.descriptor).open
+        assert mine.descriptor not in [info.descriptor for info in bob.sockets()]
+        assert [info.owner for info in alice.sockets()] == ["gateway:alice"] * len(alice.sockets())
+        with pytest.raises(OSError, match="not open"):
+            bob.call("close", descriptor=mine.descriptor)
+            bob.call("bind", descriptor=mine.descriptor, host="127.0.0.1", port=0)
+        mine.close()
+
+
+def test_an_agent_without_a_local_port_is_reached_through_the_gateway(gateway: GatewayProcess, tmp_path: Path) -> None:
+    process = linked_agent(gateway, "lab-8", tmp_path, "--no-listen")
+    try:
+        assert "serving no local port" in process.output()
+        with through(gateway, "channel", agent_id="lab-8") as agent:
+            assert agent.Socket("AF_INET", "SOCK_DGRAM").is_open()
+    finally:
+        process.stop()
+
+
+def test_garbage_on_a_link_closes_that_link_only(gateway: GatewayProcess, lab: AgentProcess) -> None:
+    with ws_client.connect(
+        gateway.url.replace("http", "ws") + LINK_PATH,
+        additional_headers={"Authorization": f"Bearer {KEYS['spare']}", AGENT_HEADER: "spare"},
+    ) as impostor:
+        impostor.send(b"\xc1 not a frame")
+        with pytest.raises(Exception, match="4000"):
+            impostor.recv(timeout=10)
+    with through(gateway, "http") as agent:
+        assert agent.Socket().is_open()
+
+
+@pytest.mark.parametrize("path", ["/agents/../v1/socket", "/agents/lab-7/../../v1/link", "/agents/%2e%2e/v1/agent"])
+def test_path_tricks_reach_nothing(gateway: GatewayProcess, lab: AgentProcess, path: str) -> None:
+    reply = httpx.post(gateway.url + path, json={}, headers=_bearer("alice"))
+    assert reply.status_code in (404, 405) and reply.status_code != 500
+
+
+def test_a_link_that_drops_makes_calls_offline_and_comes_back(gateway: GatewayProcess, tmp_path: Path) -> None:
+    process = linked_agent(gateway, "spare", tmp_path)
+    with through(gateway, "http", agent_id="spare") as agent:
+        sock = agent.Socket("AF_INET", "SOCK_DGRAM")
+        process.stop()
+        with pytest.raises(AgentOfflineError):
+            sock.bind("127.0.0.1", 0)
+        again = linked_agent(gateway, "spare", tmp_path)
+        try:
+            assert agent.Socket("AF_INET", "SOCK_DGRAM").is_open()
+        finally:
+            again.stop()
