@@ -22,6 +22,7 @@ from protocol import METHODS, CallId, ErrorCode, ErrorDetail
 from protocol.calls import valid_session
 from protocol.channel import (
     CHANNEL_PATH,
+    CLOSE_NORMAL,
     CLOSE_PROTOCOL,
     CLOSE_SESSION,
     CLOSE_UNSUPPORTED,
@@ -79,16 +80,24 @@ class Sessions:
             await earlier.close(CLOSE_SESSION, "the same session opened another channel")
         self._channels[key] = channel
 
-    def leave(self, channel: Channel) -> None:
-        """`channel` is gone: its session's sockets are closed unless it comes back within the grace time."""
+    def leave(self, channel: Channel, closed: bool = False) -> None:
+        """`channel` is gone: its session's sockets are closed unless it comes back within the grace time. A
+        client that `closed` its channel said farewell: what its streams read goes back to the sockets now."""
         key = channel.key
         if self._channels.get(key) is not channel:
             return
         del self._channels[key]
+        if closed:
+            self._give_back(key)
         for stream in self._streams.get(key, {}).values():
             stream.emit = nowhere
         if key in self._opened or key in self._streams:
             self._release_later(key, channel.principal)
+
+    def _give_back(self, key: SessionKey) -> None:
+        """Stop the session's streams; what they read and no receive took goes back to the sockets, first in line."""
+        for stream in self._streams.pop(key, {}).values():
+            stream.entry.held.extendleft(reversed(stream.stop()))
 
     def opened(self, key: SessionKey, descriptor: int, principal: Principal) -> None:
         """The session opened `descriptor`; when no channel serves it any more, its release is due as well."""
@@ -109,6 +118,8 @@ class Sessions:
         key, descriptor = channel.key, frame.descriptor
         streams = self._streams.setdefault(key, {})
         stream = streams.get(descriptor)
+        if stream is not None and descriptor in channel.streams and stream.end and stream.end.error:
+            stream = None  # the client heard of the error and reads again: a stream anew, as a recv after an error
         if stream is None:
             owner = channel.principal.name
             if not self.dispatcher.table.is_open(descriptor, owner):
@@ -145,8 +156,7 @@ class Sessions:
     def _release(self, key: SessionKey, principal: Principal) -> None:
         self._releases.pop(key, None)
         grace = self.dispatcher.limits.channel_grace
-        for stream in self._streams.pop(key, {}).values():  # what they read goes back to sockets that stay open
-            stream.entry.held.extendleft(reversed(stream.stop()))
+        self._give_back(key)  # for sockets that stay open
         for descriptor in sorted(self._opened.pop(key, ())):
             if self.dispatcher.table.close(descriptor, principal.name):
                 self.dispatcher.audit.record(
@@ -180,6 +190,7 @@ class Channel:
         await self.websocket.accept()
         await self.sessions.join(self)
         writer = asyncio.ensure_future(self._write())
+        closed = False
         try:
             self.post(HelloFrame(self.dispatcher.info.model_dump(mode="json")))
             while True:
@@ -191,6 +202,7 @@ class Channel:
                     await self._drained.wait()
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    closed = message.get("code") == CLOSE_NORMAL
                     return
                 if message.get("bytes") is None:
                     await self.close(CLOSE_UNSUPPORTED, "the channel takes binary frames only")
@@ -213,7 +225,7 @@ class Channel:
             writer.cancel()
             for task in self._calls.values():
                 task.cancel()  # the outcomes of calls stay in the ledger for the client's return
-            self.sessions.leave(self)
+            self.sessions.leave(self, closed)
 
     async def close(self, code: int, reason: str) -> None:
         log.info("closing the channel of %s session %s: %s", self.principal.name, self.session, reason)

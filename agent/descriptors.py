@@ -58,7 +58,9 @@ class Entry:
         self.connect_target: SocketAddress | None = None
         self._waits: dict[asyncio.Future[None], Callable[[], object]] = {}
         self.reading_ahead = False
-        """A channel's stream waits to read it (agent/streams.py)."""
+        """A channel's stream reads it (agent/streams.py)."""
+        self.closing: list[Callable[[str], None]] = []
+        """Called with the reason when the socket closes: what reads it without a wait (a stream) ends."""
         self.held: deque[Response] = deque()
         """Answers of cancelled calls, given back: the next receive or accept takes them first."""
 
@@ -169,6 +171,8 @@ class Entry:
             stop()
 
     def close(self, reason: str = "the socket was closed while waiting") -> None:
+        for closing in self.closing:
+            closing(reason)
         for ready, stop in self._waits.items():
             stop()
             if not ready.done():

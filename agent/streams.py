@@ -12,6 +12,7 @@ so nothing read from the OS is lost or delivered twice.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,6 +45,7 @@ class Stream:
         self._kept: deque[DataFrame] = deque()
         self._room = asyncio.Event()
         self.task = asyncio.ensure_future(self._run())
+        entry.closing.append(self._socket_closed)
 
     def grant(self, taken: int, limit: int) -> None:
         """The client's receives took everything before `taken`, and it may take data up to `limit`. A grant is
@@ -68,6 +70,8 @@ class Stream:
     def stop(self) -> list[m.ReceiveResponse]:
         """Stop reading; what was read and no receive took, as answers to give back to the socket."""
         self.task.cancel()
+        if self._socket_closed in self.entry.closing:
+            self.entry.closing.remove(self._socket_closed)
         kept, self._kept = self._kept, deque()
         given = []
         for frame in kept:
@@ -78,26 +82,38 @@ class Stream:
 
     async def _run(self) -> None:
         entry = self.entry
-        while self.end is None:
-            while self.sent >= self.limit:
-                self._room.clear()
-                await self._room.wait()
-            async with entry.reader:  # the socket's one reader while it pumps
-                entry.reading_ahead = True
-                pump = None
-                try:
-                    if self._read_some():
-                        pump = entry.pump(self._read_some)
-                        await pump
-                except OSError as exc:
-                    detail = detail_from_os_error(exc, "receive", entry.descriptor)
-                    self._finish(
-                        EndFrame(entry.descriptor, self.sent, detail.model_dump(mode="json", exclude_none=True))
-                    )
-                finally:
-                    entry.reading_ahead = False
-                    if pump is not None:
-                        entry.unpump(pump)
+        async with entry.reader:  # its one reader for as long as the stream lives, so reads stay in order
+            entry.reading_ahead = True
+            try:
+                while self.end is None:
+                    while self.sent >= self.limit:
+                        self._room.clear()
+                        await self._room.wait()
+                    await self._pump()
+            finally:
+                entry.reading_ahead = False
+
+    async def _pump(self) -> None:
+        entry = self.entry
+        pump = None
+        try:
+            if self._read_some():
+                pump = entry.pump(self._read_some)
+                await pump
+        except OSError as exc:
+            self._fail(exc)
+        finally:
+            if pump is not None:
+                entry.unpump(pump)
+
+    def _fail(self, exc: OSError) -> None:
+        detail = detail_from_os_error(exc, "receive", self.entry.descriptor)
+        self._finish(EndFrame(self.entry.descriptor, self.sent, detail.model_dump(mode="json", exclude_none=True)))
+
+    def _socket_closed(self, reason: str) -> None:
+        """The socket was closed (by a call, the reaper, or at shutdown): the stream ends with EBADF."""
+        self._fail(OSError(errno.EBADF, reason))
+        self.task.cancel()
 
     def _read_some(self) -> bool:
         """Read what is there (what a cancelled call gave back first) within the window; whether to read on."""
@@ -128,5 +144,6 @@ class Stream:
         return len(frame.data) if self.entry.stream else 1
 
     def _finish(self, end: EndFrame) -> None:
-        self.end = end
-        self.emit(end)
+        if self.end is None:
+            self.end = end
+            self.emit(end)

@@ -180,7 +180,7 @@ class ChannelState:
             return Reply(failure, self.boot)
         if self.pipeline and call.method is METHODS.send:
             return (yield from self._post(call, descriptor))
-        if self.read_ahead and call.method is METHODS.receive:
+        if self.read_ahead and call.method is METHODS.receive and (self.info is None or self.info.read_ahead != 0):
             return (yield from self._receive(call))
         return (yield from self._request(call))
 

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from protocol import METHODS, AgentError, AgentUnreachableError, ErrorDetail, ProtocolError
-from protocol.channel import CHANNEL_PATH, PING_INTERVAL, SESSION_PARAMETER, FrameError
+from protocol.channel import CHANNEL_PATH, CLOSE_NORMAL, PING_INTERVAL, SESSION_PARAMETER, FrameError
 from protocol.models import AgentInfo
 
 from ..channel import ChannelState, ChannelUnavailable, Flow, Wait, channel_url, refused_upgrade
@@ -118,7 +118,7 @@ class ChannelTransport:
         self._stopped.set()
         self._give_up(AgentUnreachableError(f"{CHANNEL_PATH} (agent {self.url}): the client was closed"))
         if self._link is not None:
-            self._link.close()
+            self._link.close(CLOSE_NORMAL)
         if self._keeper is not None:
             self._keeper.join(5)
         if self.fallback is not None:
@@ -158,19 +158,37 @@ class ChannelTransport:
         return True
 
     def _send(self, data: bytes) -> bool:
-        """Called with the lock held, which it lets go while it writes."""
+        """Called with the lock held, which it lets go while it writes. While the link is being replaced it
+        waits: the new link first carries every unanswered frame again, then this one (again, if it was among
+        them: the agent takes a frame twice as once)."""
+        while (link := self._link) is None:
+            if self._broken is not None:
+                raise self._broken
+            self._changed.wait()
         if self._broken is not None:
             raise self._broken
-        link = self._link
         self._lock.release()
         try:
-            if link is not None:
-                link.send(data)
+            link.send(data)
         except OSError:
-            self._relink(link)  # which sends this again with every unanswered call
+            self._relink(link)  # which sends this again with every unanswered frame
         finally:
-            self._lock.acquire()
+            self._reacquire()
         return True
+
+    def _reacquire(self) -> None:
+        """Take the lock back, even through an interrupt (which is raised once the lock is held again)."""
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                self._lock.acquire()
+                break
+            except BaseException as exc:  # noqa: BLE001 - raised below, once the state is whole again
+                interrupted = exc
+        if interrupted is not None:
+            self._reading = False
+            self._changed.notify_all()
+            raise interrupted
 
     def _read(self, timeout: float | None) -> None:
         """Called with the lock held: become the reader for one read of the link, then wake the others."""
@@ -184,8 +202,8 @@ class ChannelTransport:
         except LinkClosed:
             messages, lost = None, True
         finally:
-            self._lock.acquire()
-            self._reading = False
+            self._reading = False  # before the lock is back: an interrupt there must not leave the role taken
+            self._reacquire()
             self._read_at = time.monotonic()
         try:
             if messages is not None:
@@ -197,7 +215,7 @@ class ChannelTransport:
             try:
                 self._give_up(ProtocolError(f"{CHANNEL_PATH} (agent {self.url}): {exc}"))
             finally:
-                self._lock.acquire()
+                self._reacquire()
         finally:
             self._changed.notify_all()
         if lost:
@@ -205,7 +223,7 @@ class ChannelTransport:
             try:
                 self._relink(link)
             finally:
-                self._lock.acquire()
+                self._reacquire()
 
     def _ensure_link(self, session: str | None) -> bool:
         """Link if not linked yet; True when calls go to the HTTP fallback instead."""
@@ -220,6 +238,7 @@ class ChannelTransport:
                 return self._fell_back
             with self._lock:
                 self._broken = None  # given up before: try afresh, as a new client would
+                self._link = None
                 self._session = self._session or session or secrets.token_hex(8)
             try:
                 self._link_with_backoff()
@@ -236,8 +255,10 @@ class ChannelTransport:
     def _relink(self, lost: Link | None) -> None:
         """The link `lost` is gone: link again (one thread does; the others find it done), or give up."""
         with self._linking:
-            if self._link is not lost or self._broken is not None or self._closed:
-                return
+            with self._lock:
+                if self._link is not lost or self._broken is not None or self._closed:
+                    return
+                self._link = None  # writers wait for the new link
             if lost is not None:
                 lost.close()
             try:

@@ -10,7 +10,7 @@ order; the reader never writes: pongs and TLS records it causes are sent by the 
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import socket
 import ssl
 import struct
@@ -49,6 +49,8 @@ class Link:
         """Guards the protocol and TLS objects; never held during I/O."""
         self._writing = threading.Lock()
         self._early: list[Frame] = []
+        self._readable = selectors.DefaultSelector()  # not select(): it fails past file descriptor 1023
+        self._readable.register(sock, selectors.EVENT_READ)
         self._masks, self._masks_at = b"", 0
         self._ended = ""
 
@@ -84,21 +86,32 @@ class Link:
             raise
 
     def send(self, data: bytes) -> None:
-        """Send one binary frame (and whatever the reader left to send); OSError when the link is gone.
+        """Send one binary frame (and whatever the reader left to send); LinkClosed when the link is gone.
 
         Without TLS the frame's header and its masked payload go out with one sendmsg, not joined first:
         a bulk send then costs one copy of its bytes here (the mask), not three."""
         with self._writing:
             with self._state:
-                if self._tls is not None or self._protocol.state is not State.OPEN:
-                    self._protocol.send_binary(data)  # raises when the link is closing
-                    self.sock.sendall(self._pending())
-                    return
-                out = self._pending()
-            if out:
-                self.sock.sendall(out)
-            mask = self._mask()
-            _send_all(self.sock, [_binary_header(len(data), mask), apply_mask(data, mask)])
+                if self._protocol.state is not State.OPEN:
+                    raise LinkClosed(self._ended or "the link is closing")
+                if self._tls is not None:
+                    self._protocol.send_binary(data)
+                    parts = [self._pending()]
+                else:
+                    mask = self._mask()
+                    parts = [self._pending(), _binary_header(len(data), mask), apply_mask(data, mask)]
+            self._put(parts)
+
+    def _put(self, parts: list[bytes]) -> None:
+        """Called with `_writing` held: the bytes on the socket. Cut short by anything (an interrupt amid a
+        frame), the link is unusable: it is shut, so the next call links again at once."""
+        try:
+            _send_all(self.sock, [part for part in parts if part])
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, OSError):
+                raise LinkClosed(str(exc)) from exc
+            raise
 
     def _mask(self) -> bytes:
         """A fresh masking key from the OS's random source, drawn 1024 keys at a time (one system call, not one
@@ -111,9 +124,11 @@ class Link:
     def ping(self) -> None:
         with self._writing:
             with self._state:
+                if self._protocol.state is not State.OPEN:
+                    raise LinkClosed(self._ended or "the link is closing")
                 self._protocol.send_ping(b"")
                 out = self._pending()
-            self.sock.sendall(out)
+            self._put([out])
 
     def flush(self) -> None:
         """Send what reading left to send (pongs, TLS records), if no writer is at it: it will send them itself."""
@@ -123,7 +138,7 @@ class Link:
             with self._state:
                 out = self._pending()
             if out:
-                self.sock.sendall(out)
+                self._put([out])
         finally:
             self._writing.release()
 
@@ -135,13 +150,15 @@ class Link:
         if self._ended:
             raise LinkClosed(self._ended)
         try:
-            ready, _, _ = select.select([self.sock], [], [], timeout)  # TLS leaves nothing pending: _decrypt takes all
-            if not ready:
+            if not self._readable.select(timeout):  # TLS leaves nothing pending: _decrypt takes all
                 return None
             data = self.sock.recv(RECEIVE)
         except (OSError, ValueError) as exc:  # ValueError: closed here already
             raise LinkClosed(str(exc)) from exc
-        frames = [event for event in self._take_in(data) if isinstance(event, Frame)]
+        try:
+            frames = [event for event in self._take_in(data) if isinstance(event, Frame)]
+        except ssl.SSLError as exc:  # a TLS record broken on the way: the link is gone
+            raise LinkClosed(str(exc)) from exc
         messages = self._binaries(frames)
         if not data or self._protocol.state is State.CLOSED or self._protocol.close_expected():
             self._ended = "the agent closed the channel" if data else "the connection was closed"
@@ -149,7 +166,19 @@ class Link:
                 raise LinkClosed(self._ended)
         return messages  # what came before the end first: the next read says it ended
 
-    def close(self) -> None:
+    def close(self, code: int | None = None) -> None:
+        """Shut the link; with `code`, say so first with a close frame (a client that closes says 1000)."""
+        if code is not None and self._writing.acquire(timeout=1):
+            try:
+                with self._state:
+                    if self._protocol.state is State.OPEN:
+                        self._protocol.send_close(code)
+                    out = self._pending()
+                self.sock.sendall(out)
+            except OSError:
+                pass
+            finally:
+                self._writing.release()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -193,9 +222,12 @@ class Link:
         chunks = []
         while True:
             try:
-                chunks.append(self._tls.read(RECEIVE))
+                piece = self._tls.read(RECEIVE)
             except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
                 break
+            if not piece:  # the end of the TLS stream
+                break
+            chunks.append(piece)
         return b"".join(chunks)
 
     def _handshake_tls(self) -> None:
