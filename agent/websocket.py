@@ -35,8 +35,8 @@ class ChannelProtocol(WebSocketsSansIOProtocol):
 
     async def receive(self) -> Any:
         message = await super().receive()
-        data: bytes | str = message.get("bytes") or message.get("text") or b""
-        self.queued_bytes -= len(data)
+        data = message.get("bytes") or message.get("text") or b""
+        self.queued_bytes -= len(data) if isinstance(data, bytes | str) else 0
         if self.read_paused and self.queue.qsize() < QUEUE and self.queued_bytes < QUEUE_BYTES:
             self.read_paused = False
             self.transport.resume_reading()
