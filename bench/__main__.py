@@ -1,7 +1,7 @@
 """`python -m bench`: the seed loop and bulk transfers, through the agent (channel and HTTP), RPyC and direct.
 
 Each on loopback, and again with the notebook 20 ms (round trip) from the agent, through a userspace
-delay proxy (this kernel has no netem).
+delay proxy (this kernel has no netem); and through a gateway the agent links out to.
 
 Writes the report to stdout and to bench/results.md. Only loopback is used; the agent and the
 rpyc_classic server are child processes, stopped at the end even on error.
@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import rpyc
 
 from engee_client import Agent
-from lab.process import AgentProcess
+from lab.process import AgentProcess, Relay
 
 from .delay import DelayProxy
 from .peers import HOST, RpycServer
@@ -148,8 +148,36 @@ def main(argv: list[str] | None = None) -> None:
             ),
         ),
     )
+    relayed_seed = Workload(
+        "seed loop, through a gateway",
+        f"the seed loop, {args.messages} messages, with the agent linked to a gateway on loopback and the notebook "
+        "calling it there by id; channel: the same loop straight to an agent",
+        args.messages,
+        ("channel", "gateway"),
+        floors=(
+            Floor(
+                "floor: seed loop through one gateway / direct channel <= 2",
+                2.0,
+                lambda w: w.ratio("gateway", "channel"),
+            ),
+        ),
+    )
+    relayed_bulk = Workload(
+        "bulk send, through a gateway",
+        f"{args.chunks} MiB in 1 MiB sends through the gateway; channel: straight to an agent",
+        bytes_,
+        ("channel", "gateway"),
+        throughput=True,
+        floors=(
+            Floor(
+                "floor: bulk send through one gateway at >= 0.5 of direct", 2.0, lambda w: w.ratio("gateway", "channel")
+            ),
+        ),
+    )
     with ExitStack() as stack:
         agent_process = stack.enter_context(AgentProcess())
+        relay = stack.enter_context(Relay())
+        relayed = stack.enter_context(Agent(relay.url, token=relay.token, transport="channel"))
         url, token = agent_process.url, agent_process.token
         rpyc_server = stack.enter_context(RpycServer())
         far_agent = stack.enter_context(DelayProxy(agent_address(url), DELAY))
@@ -206,6 +234,20 @@ def main(argv: list[str] | None = None) -> None:
                     },
                 ),
                 (
+                    relayed_seed,
+                    {
+                        "channel": partial(seed_loop_agent, agents["channel"], args.messages),
+                        "gateway": partial(seed_loop_agent, relayed, args.messages),
+                    },
+                ),
+                (
+                    relayed_bulk,
+                    {
+                        "channel": partial(bulk_agent, agents["channel"], chunk, args.chunks),
+                        "gateway": partial(bulk_agent, relayed, chunk, args.chunks),
+                    },
+                ),
+                (
                     far_receive,
                     {
                         **{kind: partial(receive_agent, agent, chunk, args.chunks) for kind, agent in far.items()},
@@ -216,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
             ],
             args.runs,
         )
-    workloads = [seed, bulk, receive, far_seed, far_bulk, far_receive]
+    workloads = [seed, bulk, receive, far_seed, far_bulk, far_receive, relayed_seed, relayed_bulk]
     facts = {
         **run_facts("bench", argv, f", rpyc {rpyc.__version__}"),
         "method": f"median of {args.runs} runs after one warm-up; variants interleaved; times in seconds",

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Self
 
@@ -120,3 +122,57 @@ class GatewayProcess(ChildProcess):
 
     def started(self) -> None:
         self.url = self.match.group(1)
+
+
+class Relay:
+    """A gateway and an agent linked to it on loopback, as the real setting has them: `url` reaches the agent
+    through the gateway, with `token` (a gateway user's). For the bench and the demo."""
+
+    AGENT_ID = "lab"
+
+    def __init__(self, log_dir: str | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="engee-relay-", dir=log_dir))
+        self.key, self.token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        config = self.folder / "gateway.toml"
+        config.write_text(
+            f'[agents.{self.AGENT_ID}]\nkey = "{self.key}"\n'
+            f'[users.notebook]\ntoken = "{self.token}"\nagents = ["{self.AGENT_ID}"]\n'
+        )
+        self.gateway = GatewayProcess(str(config), log_dir=str(self.folder))
+        self.agent: AgentProcess | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 20.0) -> Self:
+        self.gateway.start()
+        self.agent = AgentProcess(
+            "--gateway",
+            self.gateway.url,
+            "--agent-id",
+            self.AGENT_ID,
+            "--agent-key",
+            self.key,
+            "--no-listen",
+            log_dir=str(self.folder),
+        ).start()
+        self.url = f"{self.gateway.url}/agents/{self.AGENT_ID}"
+        request = urllib.request.Request(f"{self.url}/v1/agent", headers={"Authorization": f"Bearer {self.token}"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(request, timeout=5):
+                    return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the agent did not link to the gateway:\n{self.gateway.output()}")
+
+    def stop(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+        self.gateway.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

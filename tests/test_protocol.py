@@ -13,10 +13,19 @@ from protocol.errors import AgentRestartedError, AuthenticationError, describe_v
 
 
 def test_protocol_imports_no_io_framework() -> None:
-    code = "import sys, protocol; print(sorted({'fastapi','starlette','httpx','uvicorn','agent','engee_client'} & set(sys.modules)))"
+    code = "import sys, protocol; print(sorted({'fastapi','starlette','httpx','uvicorn','websockets','agent','engee_client','gateway'} & set(sys.modules)))"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )
+
+
+@pytest.mark.parametrize("module", ["agent.cli", "engee_client", "gateway.cli"])
+def test_each_package_imports_protocol_and_no_other(module: str) -> None:
+    package = module.partition(".")[0]
+    others = {"agent", "engee_client", "gateway", "lab"} - {package}
+    code = f"import sys, {module}; print(sorted({others!r} & {{name.partition('.')[0] for name in sys.modules}}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", f"{package} imports {done.stdout.strip()}"
 
 
 def test_method_table_covers_the_nine_seed_methods() -> None:

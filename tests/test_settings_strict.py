@@ -120,3 +120,28 @@ def test_the_agent_refuses_a_bad_config_in_one_line_without_a_traceback(
     )
     assert done.returncode != 0
     assert done.stdout == "" and done.stderr == message + "\n"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--agent-id", "lab"], "give --gateway URL too"),
+        (["--no-listen"], "--no-listen leaves no way in"),
+        (["--gateway", "gw.example", "--agent-id", "lab", "--agent-key", "k" * 16], "needs http:// or https://"),
+        (["--gateway", "https://gw.example", "--agent-key", "k" * 16], "--agent-id None"),
+        (["--gateway", "https://gw.example", "--agent-id", "../x", "--agent-key", "k" * 16], "--agent-id '../x'"),
+        (["--gateway", "https://gw.example", "--agent-id", "lab", "--agent-key", "short"], "at least 16 characters"),
+    ],
+)
+def test_the_gateway_link_settings_say_what_is_missing(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load(argv, TOKEN)
+
+
+def test_a_link_from_the_config_file_and_the_environment(tmp_path: Path) -> None:
+    path = config(
+        tmp_path, "gateways = ['https://a.example', 'https://b.example']\nagent_id = 'lab-7'\nlisten = false\n"
+    )
+    settings = load(["--config", path], {**TOKEN, "ENGEE_AGENT_AGENT_KEY": "k" * 20})
+    assert settings.gateways == ("https://a.example", "https://b.example")
+    assert (settings.agent_id, settings.agent_key, settings.listen) == ("lab-7", "k" * 20, False)
