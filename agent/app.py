@@ -52,7 +52,9 @@ def create_app(settings: Settings) -> FastAPI:
         linker = None
         if settings.gateways:
             assert settings.agent_id and settings.agent_key
-            app.state.link = AgentLink(app, settings.gateways, settings.agent_id, settings.agent_key)
+            app.state.link = AgentLink(
+                app, settings.gateways, settings.agent_id, settings.agent_key, ping_interval=settings.limits.link_ping
+            )
             linker = asyncio.create_task(app.state.link.run())
         yield
         reaper.cancel()

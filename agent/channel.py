@@ -43,7 +43,7 @@ from protocol.channel import (
 
 from .dispatch import Dispatcher, error_detail
 from .eager import eager
-from .gate import PRINCIPAL
+from .gate import GATEWAY_PREFIX, PRINCIPAL
 from .ledger import Outcome
 from .settings import Principal
 from .streams import Stream, nowhere
@@ -149,13 +149,18 @@ class Sessions:
             if not streams:
                 self._streams.pop(key, None)
 
+    def _grace(self, principal: Principal) -> float:
+        """How long a gone client's sockets are kept: through a gateway, long enough for a link outage."""
+        limits = self.dispatcher.limits
+        return limits.link_grace if principal.name.startswith(GATEWAY_PREFIX) else limits.channel_grace
+
     def _release_later(self, key: SessionKey, principal: Principal) -> None:
-        grace = self.dispatcher.limits.channel_grace
+        grace = self._grace(principal)
         self._releases[key] = asyncio.get_running_loop().call_later(grace, self._release, key, principal)
 
     def _release(self, key: SessionKey, principal: Principal) -> None:
         self._releases.pop(key, None)
-        grace = self.dispatcher.limits.channel_grace
+        grace = self._grace(principal)
         self._give_back(key)  # for sockets that stay open
         for descriptor in sorted(self._opened.pop(key, ())):
             if self.dispatcher.table.close(descriptor, principal.name):

@@ -68,6 +68,11 @@ class Limits:
     """Seconds a channel's client may be gone before the sockets it opened are closed; 0 closes them at once."""
     channel_calls: int = 1024
     """Calls one channel may have in flight at once; past that it reads no more frames until one is done."""
+    link_grace: float = 600.0
+    """Seconds the sockets of a gateway user's channel are kept when the link to the gateway drops, so a Wi-Fi
+    blip does not cost a user an open connection to a device."""
+    link_ping: float = 10.0
+    """Seconds between pings on the gateway link; one unanswered for as long marks the link dead."""
     read_ahead: int = READ_AHEAD
     """Bytes a channel's stream may read from a TCP socket ahead of its client's receives, at most."""
     idle_timeout: float = 3600.0

@@ -10,7 +10,6 @@ import sys
 import uvicorn
 
 from protocol import bracketed
-from protocol.channel import PING_INTERVAL
 from protocol.link import MAX_LINK_FRAME
 
 from .app import create_app
@@ -65,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         ws="websockets-sansio",
         ws_max_size=MAX_LINK_FRAME,
         ws_per_message_deflate=False,
-        ws_ping_interval=PING_INTERVAL,
-        ws_ping_timeout=PING_INTERVAL,
+        ws_ping_interval=settings.link_ping,
+        ws_ping_timeout=settings.link_ping,
     )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)

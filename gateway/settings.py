@@ -59,6 +59,8 @@ class Settings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     log_level: str = "warning"
+    link_ping: float = 10.0
+    """Seconds between pings on every link and channel; one unanswered for as long marks the link dead."""
 
     @property
     def scheme(self) -> str:
@@ -88,13 +90,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--ssl-keyfile", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), type=str.lower)
+    p.add_argument(
+        "--link-ping",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between pings on a link (default 10); "
+        "a link whose ping goes unanswered as long is dead, and its agent offline",
+    )
     return p
 
 
 def load(argv: list[str] | None = None) -> Settings:
     args = parser().parse_args(argv)
     config = _read(args.config) if args.config else {}
-    unknown = set(config) - {"host", "port", "agents", "users", "ssl_certfile", "ssl_keyfile", "log_level"}
+    unknown = set(config) - {"host", "port", "agents", "users", "ssl_certfile", "ssl_keyfile", "log_level", "link_ping"}
     if unknown:
         raise SettingsError(f"unknown config entries: {', '.join(sorted(unknown))}")
     port = args.port if args.port is not None else config.get("port", DEFAULT_PORT)
@@ -108,7 +117,10 @@ def load(argv: list[str] | None = None) -> Settings:
         ssl_certfile=args.ssl_certfile or config.get("ssl_certfile"),
         ssl_keyfile=args.ssl_keyfile or config.get("ssl_keyfile"),
         log_level=args.log_level or config.get("log_level", "warning"),
+        link_ping=float(args.link_ping or config.get("link_ping", 10.0)),
     )
+    if not 0.1 <= settings.link_ping <= 3600:
+        raise SettingsError(f"link_ping {settings.link_ping:g} is outside 0.1..3600 seconds")
     for name in settings.agents:
         if not re.match(AGENT_ID_PATTERN, name):
             raise SettingsError(f"agent id {name!r}: 1 to 64 letters, digits, '.', '-', '_'")

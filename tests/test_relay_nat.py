@@ -132,86 +132,148 @@ def spaces() -> Iterator[dict[str, str]]:
                 subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
 
 
-def test_the_cloud_reaches_the_lab_behind_nat_only_through_the_gateway(spaces: dict[str, str], tmp_path: Path) -> None:
-    key, token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    config = tmp_path / "gateway.toml"
-    config.write_text(f'[agents.lab]\nkey = "{key}"\n[users.engineer]\ntoken = "{token}"\nagents = ["lab"]\n')
-    script = tmp_path / "notebook.py"
-    script.write_text(NOTEBOOK)
+class Setting:
+    """The device, the gateway and the linked agent, started in their namespaces."""
 
-    def inside(role: str) -> list[str]:
-        return ["ip", "netns", "exec", spaces[role], sys.executable]
+    def __init__(self, spaces: dict[str, str], folder: Path) -> None:
+        self.spaces, self.folder = spaces, folder
+        self.key, self.token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        self.url = f"http://{CLOUD}:{GATEWAY_PORT}/agents/lab"
+        self.started: list[ChildProcess] = []
 
-    started: list[ChildProcess] = []
-    try:
-        for child in (
-            ChildProcess(
-                [*inside("lab"), "-m", "lab.echo", "--host", DEVICE, "--udp", str(UDP_PORT), "--tcp", str(TCP_PORT)],
-                r"echo tcp listening on",
-                log_dir=str(tmp_path),
-            ),
-            ChildProcess(
-                [
-                    *inside("cloud"),
-                    "-m",
-                    "gateway",
-                    "--host",
-                    CLOUD,
-                    "--port",
-                    str(GATEWAY_PORT),
-                    "--config",
-                    str(config),
-                ],
-                r"engee-gateway listening on",
-                log_dir=str(tmp_path),
-            ),
-            ChildProcess(
-                [
-                    *inside("lab"),
-                    "-m",
-                    "agent",
-                    "--no-listen",
-                    "--gateway",
-                    f"http://{CLOUD}:{GATEWAY_PORT}",
-                    "--agent-id",
-                    "lab",
-                    "--agent-key",
-                    key,
-                    "--log-level",
-                    "warning",
-                ],
+    def inside(self, role: str) -> list[str]:
+        return ["ip", "netns", "exec", self.spaces[role], sys.executable]
+
+    def start(self) -> None:
+        gateway_config = self.folder / "gateway.toml"
+        gateway_config.write_text(
+            f'link_ping = 1.0\n[agents.lab]\nkey = "{self.key}"\n'
+            f'[users.engineer]\ntoken = "{self.token}"\nagents = ["lab"]\n'
+        )
+        agent_config = self.folder / "agent.toml"
+        agent_config.write_text("[limits]\nlink_ping = 1.0\n")
+        gateway = [*self.inside("cloud"), "-m", "gateway", "--host", CLOUD, "--port", str(GATEWAY_PORT)]
+        agent = [*self.inside("lab"), "-m", "agent", "--no-listen", "--config", str(agent_config)]
+        for argv, banner in (
+            ([*self.inside("lab"), "-m", "lab.echo", "--host", DEVICE, "--tcp", str(TCP_PORT)], r"echo tcp listening"),
+            ([*gateway, "--config", str(gateway_config)], r"engee-gateway listening on"),
+            (
+                [*agent, "--gateway", f"http://{CLOUD}:{GATEWAY_PORT}", "--agent-id", "lab", "--agent-key", self.key],
                 r"linked to the gateway",
-                env={"ENGEE_AGENT_TOKEN": secrets.token_urlsafe(16)},
-                log_dir=str(tmp_path),
             ),
         ):
-            started.append(child)
+            child = ChildProcess(argv, banner, env={"ENGEE_AGENT_TOKEN": "t" * 20}, log_dir=str(self.folder))
+            self.started.append(child)
             child.start(timeout=30)
-        args = {
-            "lab": LAB,
-            "url": f"http://{CLOUD}:{GATEWAY_PORT}/agents/lab",
-            "token": token,
-            "device": DEVICE,
-            "tcp_port": TCP_PORT,
-        }
+
+    def notebook(self, script: str, args: dict[str, object]) -> subprocess.Popen[str]:
+        path = self.folder / "notebook.py"
+        path.write_text(script)
         env = {name: value for name, value in os.environ.items() if not name.lower().endswith("_proxy")}
-        done = subprocess.run(
-            [*inside("cloud"), str(script), json.dumps(args)],
-            capture_output=True,
+        return subprocess.Popen(
+            [*self.inside("cloud"), str(path), json.dumps({"url": self.url, "token": self.token, **args})],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=180,
-            env=env,
+            env={**env, "PYTHONUNBUFFERED": "1"},
             cwd=Path(__file__).parent.parent,
         )
-        assert done.returncode == 0, f"the notebook failed:\n{done.stdout}\n{done.stderr}"
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        assert result["direct"] == "timeout", f"the cloud reached the lab directly: {result}"  # dropped at the router
-        assert result["seed"] and result["tcp"], result
-        assert result["owner"] == "gateway:engineer"
-    except BaseException:
-        for child in started:
+
+    def report(self) -> None:
+        for child in self.started:
             print(f"--- {child.argv[4:8]} output:\n{child.output()}")
+
+    def stop(self) -> None:
+        for child in reversed(self.started):
+            child.stop()
+
+
+@pytest.fixture
+def setting(spaces: dict[str, str], tmp_path: Path) -> Iterator[Setting]:
+    started = Setting(spaces, tmp_path)
+    try:
+        started.start()
+        yield started
+    except BaseException:
+        started.report()
         raise
     finally:
-        for child in reversed(started):
-            child.stop()
+        started.stop()
+
+
+def _answer(notebook: subprocess.Popen[str]) -> dict[str, object]:
+    assert notebook.stdout is not None
+    line = notebook.stdout.readline()
+    if not line:
+        _, errors = notebook.communicate(timeout=30)
+        raise AssertionError(f"the notebook ended: {errors}")
+    return json.loads(line)  # type: ignore[no-any-return]
+
+
+def test_the_cloud_reaches_the_lab_behind_nat_only_through_the_gateway(setting: Setting) -> None:
+    notebook = setting.notebook(NOTEBOOK, {"lab": LAB, "device": DEVICE, "tcp_port": TCP_PORT})
+    result = _answer(notebook)
+    notebook.wait(30)
+    assert result["direct"] == "timeout", f"the cloud reached the lab directly: {result}"  # dropped at the router
+    assert result["seed"] and result["tcp"], result
+    assert result["owner"] == "gateway:engineer"
+
+
+OUTAGE = textwrap.dedent('''
+    """A notebook across an outage of the lab's link: a line of JSON for each step, the next step on a line in."""
+    import json, sys, time
+    from engee_client import Agent, AgentOfflineError
+
+    args = json.loads(sys.argv[1])
+    lab = Agent(args["url"], token=args["token"], retry_for=10.0)
+    device = lab.Socket("AF_INET", "SOCK_STREAM")
+    device.connect(args["device"], args["tcp_port"], timeout=10)
+    device.send(b"before")
+    print(json.dumps({"before": bytes(device.receive(100, timeout=10)).decode()}))
+    sys.stdin.readline()  # the link is cut now
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        try:
+            lab.sockets()
+        except AgentOfflineError as exc:
+            print(json.dumps({"offline_after": time.monotonic() - started, "error": str(exc)}))
+            break
+        time.sleep(0.2)
+    else:
+        print(json.dumps({"offline_after": None}))
+    sys.stdin.readline()  # the link is back
+    started = time.monotonic()
+    while True:
+        try:
+            lab.sockets()
+            break
+        except AgentOfflineError:
+            if time.monotonic() - started > 90:
+                raise
+            time.sleep(0.2)
+    back = time.monotonic() - started
+    device.send(b"after")
+    print(json.dumps({"back_after": back, "after": bytes(device.receive(100, timeout=10)).decode()}))
+''')
+
+
+def test_a_cut_link_is_offline_fast_and_the_lab_comes_back_with_its_connections(setting: Setting) -> None:
+    notebook = setting.notebook(OUTAGE, {"device": DEVICE, "tcp_port": TCP_PORT})
+    assert notebook.stdin is not None
+    assert _answer(notebook) == {"before": "before"}
+    router = setting.spaces["router"]
+    _run("ip", "-n", router, "link", "set", "rl0", "down")  # the lab's cable, pulled: nothing says so
+    notebook.stdin.write("cut\n")
+    notebook.stdin.flush()
+    offline = _answer(notebook)
+    assert offline["offline_after"] is not None and float(offline["offline_after"]) < 15, offline
+    assert "offline" in str(offline["error"])
+    _run("ip", "-n", router, "link", "set", "rl0", "up")
+    notebook.stdin.write("back\n")
+    notebook.stdin.flush()
+    back = _answer(notebook)
+    assert back["after"] == "after", back  # the TCP connection opened before the cut carries on, both ways
+    assert float(back["back_after"]) < 60
+    print(f"offline after {float(offline['offline_after']):.1f} s; back {float(back['back_after']):.1f} s after the link")
+    notebook.wait(30)
