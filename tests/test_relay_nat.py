@@ -275,5 +275,7 @@ def test_a_cut_link_is_offline_fast_and_the_lab_comes_back_with_its_connections(
     back = _answer(notebook)
     assert back["after"] == "after", back  # the TCP connection opened before the cut carries on, both ways
     assert float(back["back_after"]) < 60
-    print(f"offline after {float(offline['offline_after']):.1f} s; back {float(back['back_after']):.1f} s after the link")
+    print(
+        f"offline after {float(offline['offline_after']):.1f} s; back {float(back['back_after']):.1f} s after the link"
+    )
     notebook.wait(30)
