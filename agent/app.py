@@ -81,7 +81,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def identity() -> AgentInfo:
         return dispatcher.info
 
-    add_status_routes(app, dispatcher.table, dispatcher.clients, dispatcher.info.agent_id, AGENT_VERSION)
+    add_status_routes(
+        app,
+        dispatcher.table,
+        dispatcher.clients,
+        dispatcher.info.agent_id,
+        AGENT_VERSION,
+        lambda: link.state if (link := getattr(app.state, "link", None)) else None,
+    )
 
     @app.get(HEALTH_PATH, summary="Liveness, without a token; reveals nothing.")
     async def health() -> dict[str, str]:

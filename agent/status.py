@@ -7,6 +7,7 @@ never drive a socket.
 
 import html
 import time
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -39,11 +40,20 @@ class Status(BaseModel):
     version: str
     uptime: float
     principal: str
+    link: str | None = None
+    """The link to a gateway: linked to URL, linking, or linking again in some seconds; None without one."""
     clients: list[ClientRow]
     sockets: list[SocketRow]
 
 
-def add_status_routes(app: FastAPI, table: DescriptorTable, clients: Clients, agent_id: str, version: str) -> None:
+def add_status_routes(
+    app: FastAPI,
+    table: DescriptorTable,
+    clients: Clients,
+    agent_id: str,
+    version: str,
+    link: Callable[[], str | None] = lambda: None,
+) -> None:
     started = time.monotonic()
 
     def status(principal: Principal) -> Status:
@@ -53,6 +63,7 @@ def add_status_routes(app: FastAPI, table: DescriptorTable, clients: Clients, ag
             version=version,
             uptime=round(time.monotonic() - started, 1),
             principal=principal.name,
+            link=link(),
             clients=clients.rows(principal),
             sockets=[_row(e) for e in entries],
         )
@@ -106,6 +117,7 @@ def _page(status: Status) -> str:
         agent=html.escape(status.agent_id),
         version=html.escape(status.version),
         principal=html.escape(status.principal),
+        link=f"<span>gateway link: <b>{html.escape(status.link)}</b></span>" if status.link else "",
         uptime=status.uptime,
         clients=len(status.clients),
         heads=heads,
@@ -125,7 +137,7 @@ _TEMPLATE = """<!doctype html>
 <body>
 <h1>engee-agent</h1>
 <p class="facts"><span>agent <b>{agent}</b></span><span>version {version}</span><span>you are <b>{principal}</b></span>
-<span>up <b id="uptime">{uptime}</b> s</span><span><b id="clients">{clients}</b> connected clients</span></p>
+<span>up <b id="uptime">{uptime}</b> s</span><span><b id="clients">{clients}</b> connected clients</span>{link}</p>
 <h2>Open sockets</h2>
 <table><thead><tr>{heads}</tr></thead><tbody id="sockets">{rows}</tbody></table>
 <script>

@@ -14,9 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect
 
-from protocol import HEALTH_PATH, ErrorBody, ErrorCode, ErrorDetail
+from protocol import HEALTH_PATH, PREFIX, ErrorBody, ErrorCode, ErrorDetail
 from protocol.channel import CHANNEL_PATH, CLOSE_PROTOCOL
 from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME, Close, LinkError, Message, decode
 
@@ -32,6 +33,23 @@ OPEN_TIMEOUT = 10.0
 PASSED = frozenset({"content-type", "accept", "x-engee-call", "x-engee-boot", "x-engee-meta"})
 """Request headers that go on to the agent; the user's credentials stay here."""
 DROPPED = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+STATUS_PATH = f"{PREFIX}/status"
+
+
+class AgentRow(BaseModel):
+    agent_id: str
+    online: bool
+    since: float | None = None
+    """When its link came up (seconds since the epoch)."""
+    calls: int = 0
+    """Requests and channels the gateway opened on its link."""
+
+
+class GatewayStatus(BaseModel):
+    user: str
+    agents: list[AgentRow]
 
 
 class Refusal(Exception):
@@ -71,6 +89,26 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(HEALTH_PATH)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get(STATUS_PATH, response_model=GatewayStatus)
+    async def status(request: Request) -> GatewayStatus | Response:
+        """The agents the caller may use: online or not, since when, and how many calls went to each."""
+        try:
+            user = user_of(request.headers)
+        except Refusal as refusal:
+            return refusal.response()
+        rows = []
+        for agent_id in sorted(user.agents & set(settings.agents)):
+            linked = links.get(agent_id)
+            rows.append(
+                AgentRow(
+                    agent_id=agent_id,
+                    online=linked is not None,
+                    since=linked.since if linked else None,
+                    calls=linked.calls if linked else 0,
+                )
+            )
+        return GatewayStatus(user=user.name, agents=rows)
 
     @app.websocket(LINK_PATH)
     async def link(websocket: WebSocket) -> None:
