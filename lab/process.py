@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,7 @@ class Relay:
 
     def __init__(self, log_dir: str | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="engee-relay-", dir=log_dir))
+        self._keep = log_dir is not None
         self.key, self.token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         config = self.folder / "gateway.toml"
         config.write_text(
@@ -170,6 +172,8 @@ class Relay:
         if self.agent is not None:
             self.agent.stop()
         self.gateway.stop()
+        if not self._keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()
