@@ -53,6 +53,7 @@ from typing import Any
 
 import msgpack
 
+from .arrays import Shapes, checked
 from .payload import MAX_PAYLOAD
 from .version import PREFIX
 
@@ -175,7 +176,7 @@ def encode(frame: Frame) -> bytes:
     return msgpack.packb(items, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-_SHAPES: dict[Kind, tuple[type | tuple[type, ...], ...]] = {
+_SHAPES: Shapes = {
     Kind.CALL: (int, str, dict, (str, type(None)), (int, type(None))),
     Kind.CANCEL: (int,),
     Kind.HELLO: (dict,),
@@ -228,18 +229,7 @@ def decode_all(data: bytes) -> list[Frame]:
 
 
 def _frame(items: Any) -> Frame:
-    if not isinstance(items, list) or not items or type(items[0]) is not int or items[0] not in _SHAPES:
-        raise FrameError(
-            "a frame is an array whose first item is a kind: "
-            "0 hello, 1 call, 2 cancel, 3 result, 4 error, 5 grant, 6 data, 7 end"
-        )
-    kind = Kind(items[0])
-    shape = _SHAPES[kind]
-    if len(items) != len(shape) + 1:
-        raise FrameError(f"a {kind.name.lower()} frame has {len(shape) + 1} items, not {len(items)}")
-    for index, (item, expected) in enumerate(zip(items[1:], shape, strict=True), start=1):
-        if not isinstance(item, expected) or isinstance(item, bool):
-            raise FrameError(f"item {index} of a {kind.name.lower()} frame has the wrong type ({type(item).__name__})")
-    if kind is Kind.GRANT and not 0 <= items[2] <= items[3]:
-        raise FrameError(f"a grant's taken offset {items[2]} must be >= 0 and at most its limit {items[3]}")
-    return _FRAMES[kind](*items[1:])
+    kind, rest = checked(items, Kind, _SHAPES, FrameError, "frame")
+    if kind is Kind.GRANT and not 0 <= rest[1] <= rest[2]:
+        raise FrameError(f"a grant's taken offset {rest[1]} must be >= 0 and at most its limit {rest[2]}")
+    return _FRAMES[kind](*rest)

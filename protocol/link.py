@@ -30,6 +30,7 @@ from typing import Any
 
 import msgpack
 
+from .arrays import Shapes, checked
 from .channel import MAX_FRAME
 from .version import PREFIX
 
@@ -99,7 +100,7 @@ def encode(frame: LinkFrame) -> bytes:
     return msgpack.packb(items, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-_SHAPES: dict[LinkKind, tuple[type, ...]] = {
+_SHAPES: Shapes = {
     LinkKind.OPEN: (int, str, dict),
     LinkKind.RESPONSE: (int, int, list, bytes),
     LinkKind.MESSAGE: (int, bytes),
@@ -121,13 +122,5 @@ def decode(data: bytes) -> LinkFrame:
         items = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_LINK_FRAME)
     except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types for malformed input
         raise LinkError(f"not a msgpack message: {type(exc).__name__}") from None
-    if not isinstance(items, list) or not items or type(items[0]) is not int or items[0] not in _SHAPES:
-        raise LinkError("a link frame is an array whose first item is a kind: 0 open, 1 response, 2 message, 3 close")
-    kind = LinkKind(items[0])
-    shape = _SHAPES[kind]
-    if len(items) != len(shape) + 1:
-        raise LinkError(f"a {kind.name.lower()} frame has {len(shape) + 1} items, not {len(items)}")
-    for index, (item, expected) in enumerate(zip(items[1:], shape, strict=True), start=1):
-        if not isinstance(item, expected) or isinstance(item, bool):
-            raise LinkError(f"item {index} of a {kind.name.lower()} frame has the wrong type ({type(item).__name__})")
-    return _FRAMES[kind](*items[1:])
+    kind, rest = checked(items, LinkKind, _SHAPES, LinkError, "link frame")
+    return _FRAMES[kind](*rest)

@@ -1,0 +1,31 @@
+"""The one rule for a frame as a msgpack array: a known kind first, then items of the types that kind has.
+
+Both the channel's frames (channel.py) and the gateway link's (link.py) are checked by it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, TypeVar
+
+K = TypeVar("K", bound=IntEnum)
+
+Shapes = dict[Any, tuple[type | tuple[type, ...], ...]]
+"""Each kind's item types, after the kind itself."""
+
+
+def checked(items: Any, kinds: type[K], shapes: Shapes, error: type[ValueError], what: str) -> tuple[K, list[Any]]:
+    """The kind of `items` and its other items, or `error` naming what is wrong: a `what` is an array whose
+    first item is a kind of `kinds`, then one item of the right type for each of its `shapes`."""
+    if not isinstance(items, list) or not items or type(items[0]) is not int or items[0] not in shapes:
+        names = ", ".join(f"{kind.value} {kind.name.lower()}" for kind in kinds)
+        raise error(f"a {what} is an array whose first item is a kind: {names}")
+    kind = kinds(items[0])
+    shape = shapes[kind]
+    label = kind.name.lower()
+    if len(items) != len(shape) + 1:
+        raise error(f"a {label} frame has {len(shape) + 1} items, not {len(items)}")
+    for index, (item, expected) in enumerate(zip(items[1:], shape, strict=True), start=1):
+        if not isinstance(item, expected) or isinstance(item, bool):
+            raise error(f"item {index} of a {label} frame has the wrong type ({type(item).__name__})")
+    return kind, items[1:]
