@@ -24,10 +24,11 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 # Programs some tests drive, from Debian's packages: docker-compose (validates docker-compose.yml; no
-# engine), chromium (the status page test), iproute2 (the network-namespace tests) and nftables (the
-# lab behind NAT). Where one is missing, root with apt-get installs it without questions; anywhere
-# else, or if that fails, the suite still runs and the tests that need it say why they skip.
-TOOLS := docker-compose:docker-compose chromium:chromium ip:iproute2 nft:nftables
+# engine), chromium (the status page test), iproute2 (the network-namespace tests), nftables (the
+# lab behind NAT) and nats-server (gateway replicas). Where one is missing, root with apt-get
+# installs it without questions; anywhere else, or if that fails, the suite still runs and the
+# tests that need it say why they skip.
+TOOLS := docker-compose:docker-compose chromium:chromium ip:iproute2 nft:nftables nats-server:nats-server
 
 test-tools:
 	@missing=""; for tool in $(TOOLS); do command -v "$${tool%%:*}" >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; done; \

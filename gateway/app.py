@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
@@ -22,6 +24,7 @@ from protocol.channel import CHANNEL_PATH, CLOSE_PROTOCOL
 from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME, Close, LinkError, Message, decode
 
 from .links import CLOSE_OFFLINE, LinkedAgent, Links, Offline
+from .replicas import RemoteAgent, Replicas
 from .settings import Settings, User
 
 log = logging.getLogger("engee.gateway")
@@ -64,7 +67,17 @@ class Refusal(Exception):
 
 def create_app(settings: Settings) -> FastAPI:
     links = Links()
-    app = FastAPI(title="engee-sockets gateway", description="Agents that link out, reached by id.")
+    replicas = Replicas(settings.nats, RELAY_TIMEOUT, OPEN_TIMEOUT) if settings.nats else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if replicas is not None:
+            await replicas.start()
+        yield
+        if replicas is not None:
+            await replicas.stop()
+
+    app = FastAPI(title="engee-sockets gateway", description="Agents that link out, reached by id.", lifespan=lifespan)
     app.state.links = links
 
     def user_of(headers: Any) -> User:
@@ -78,13 +91,16 @@ def create_app(settings: Settings) -> FastAPI:
             )
         return user
 
-    def reach(user: User, agent_id: str) -> LinkedAgent:
+    def reach(user: User, agent_id: str) -> LinkedAgent | RemoteAgent:
+        """The agent's link here, or the way to the replica that holds it."""
         if agent_id not in user.agents or agent_id not in settings.agents:
             raise Refusal(ErrorCode.NOT_FOUND, f"no agent {agent_id!r} for {user.name} at this gateway")
         linked = links.get(agent_id)
-        if linked is None:
-            raise Refusal(ErrorCode.AGENT_OFFLINE, f"agent {agent_id!r} is offline: it is not linked to the gateway")
-        return linked
+        if linked is not None:
+            return linked
+        if replicas is not None:
+            return replicas.remote(agent_id)
+        raise Refusal(ErrorCode.AGENT_OFFLINE, f"agent {agent_id!r} is offline: it is not linked to the gateway")
 
     @app.get(HEALTH_PATH)
     async def health() -> dict[str, str]:
@@ -121,6 +137,8 @@ def create_app(settings: Settings) -> FastAPI:
             return
         await websocket.accept()
         linked = await links.link(agent_id, websocket)
+        if replicas is not None:
+            await replicas.serve(linked)
         try:
             while True:
                 message = await websocket.receive()
@@ -137,6 +155,8 @@ def create_app(settings: Settings) -> FastAPI:
             pass
         finally:
             links.unlink(linked)
+            if replicas is not None and links.get(agent_id) is None:
+                await replicas.unserve(agent_id)
 
     @app.websocket("/agents/{agent_id}" + CHANNEL_PATH)
     async def channel(websocket: WebSocket, agent_id: str) -> None:
@@ -196,7 +216,7 @@ def _response(status: int, headers: list[list[str]], body: bytes) -> Response:
     return Response(body, status_code=status, headers=kept)
 
 
-async def _relay(websocket: WebSocket, linked: LinkedAgent, stream: int) -> None:
+async def _relay(websocket: WebSocket, linked: LinkedAgent | RemoteAgent, stream: int) -> None:
     """Carry a channel's messages both ways until either side closes it, or the link drops."""
 
     async def up() -> None:

@@ -8,6 +8,7 @@ on it fails with `Offline` and every channel on it closes, so a notebook hears a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -135,10 +136,8 @@ class Links:
         linked = self._linked[agent_id] = LinkedAgent(agent_id, carrier)
         if earlier is not None:
             earlier.lost()
-            try:
+            with contextlib.suppress(Exception):  # a link that is gone already (a disconnect, a closed socket)
                 await earlier.carrier.close(CLOSE_REPLACED, "the agent linked again")
-            except RuntimeError:
-                pass
         log.warning("agent %s linked", agent_id)
         return linked
 

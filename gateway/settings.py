@@ -61,6 +61,8 @@ class Settings:
     log_level: str = "warning"
     link_ping: float = 10.0
     """Seconds between pings on every link and channel; one unanswered for as long marks the link dead."""
+    nats: str | None = None
+    """The NATS server replicas share (nats://HOST:PORT); none: a single gateway."""
 
     @property
     def scheme(self) -> str:
@@ -90,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--ssl-keyfile", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), type=str.lower)
+    p.add_argument("--nats", metavar="URL", help="nats://HOST:PORT: replicas route each other's calls through it")
     p.add_argument(
         "--link-ping",
         type=float,
@@ -103,7 +106,17 @@ def parser() -> argparse.ArgumentParser:
 def load(argv: list[str] | None = None) -> Settings:
     args = parser().parse_args(argv)
     config = _read(args.config) if args.config else {}
-    unknown = set(config) - {"host", "port", "agents", "users", "ssl_certfile", "ssl_keyfile", "log_level", "link_ping"}
+    unknown = set(config) - {
+        "host",
+        "port",
+        "agents",
+        "users",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "log_level",
+        "link_ping",
+        "nats",
+    }
     if unknown:
         raise SettingsError(f"unknown config entries: {', '.join(sorted(unknown))}")
     port = args.port if args.port is not None else config.get("port", DEFAULT_PORT)
@@ -118,6 +131,7 @@ def load(argv: list[str] | None = None) -> Settings:
         ssl_keyfile=args.ssl_keyfile or config.get("ssl_keyfile"),
         log_level=args.log_level or config.get("log_level", "warning"),
         link_ping=float(args.link_ping or config.get("link_ping", 10.0)),
+        nats=args.nats or config.get("nats"),
     )
     if not 0.1 <= settings.link_ping <= 3600:
         raise SettingsError(f"link_ping {settings.link_ping:g} is outside 0.1..3600 seconds")

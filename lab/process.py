@@ -180,3 +180,19 @@ class Relay:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class NatsServer(ChildProcess):
+    """`nats-server` on a free loopback port, with room for a channel's largest frames; `url` once it runs."""
+
+    def __init__(self, log_dir: str | None = None) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="engee-nats-", dir=log_dir))
+        config = folder / "nats.conf"
+        config.write_text("listen: 127.0.0.1:-1\nmax_payload: 33554432\n")
+        self.url = ""
+        super().__init__(
+            ["nats-server", "-c", str(config)], r"Listening for client connections on (\S+)", log_dir=log_dir
+        )
+
+    def started(self) -> None:
+        self.url = "nats://" + self.match.group(1)

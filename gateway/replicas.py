@@ -1,0 +1,222 @@
+"""Gateway replicas on NATS: any replica answers for any agent, whichever replica holds its link.
+
+The replica holding an agent's link subscribes to `engee.agent.<id>`. Another replica carries a
+notebook's HTTP request there as a NATS request (its link frames as they are: an OPEN, answered by
+a RESPONSE); "no responders" means no replica holds the link, so the agent is offline. A channel
+opens the same way, with two subjects of its own named in the OPEN for its MESSAGE and CLOSE
+frames, one each way. So replicas share nothing but NATS, and a notebook needs no sticky session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from protocol import ErrorBody, ErrorCode, ErrorDetail
+from protocol.link import Close, LinkError, Message, Open, Response, decode, encode
+
+from .links import CLOSE_OFFLINE, LinkedAgent, Offline
+
+log = logging.getLogger("engee.gateway")
+
+SUBJECT = "engee.agent.{}"
+PENDING_BYTES = 256 << 20
+"""What a subscription may hold before NATS calls it slow: more than a channel's windows put in flight."""
+
+
+class Replicas:
+    """This replica's side of NATS: the agents it answers for, and the way to the others'."""
+
+    def __init__(self, url: str, relay_timeout: float, open_timeout: float) -> None:
+        self.url = url
+        self.relay_timeout, self.open_timeout = relay_timeout, open_timeout
+        self._client: Client | None = None
+        self._served: dict[str, Subscription] = {}
+        self._remote: dict[str, RemoteAgent] = {}
+
+    async def start(self) -> None:
+        self._client = await nats.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.drain()
+
+    def remote(self, agent_id: str) -> RemoteAgent:
+        """The agent as another replica holds it (or none: then it is offline)."""
+        assert self._client is not None
+        if agent_id not in self._remote:
+            self._remote[agent_id] = RemoteAgent(self._client, agent_id)
+        return self._remote[agent_id]
+
+    async def serve(self, linked: LinkedAgent) -> None:
+        """This replica holds `linked` now: answer for it, and end the channels this replica had relayed to
+        its old link on another replica (their clients link again, and come here)."""
+        assert self._client is not None
+        if (old := self._served.pop(linked.agent_id, None)) is not None:
+            await old.unsubscribe()
+
+        async def answer(msg: Msg) -> None:
+            await self._answer(linked, msg)
+
+        self._served[linked.agent_id] = await self._client.subscribe(
+            SUBJECT.format(linked.agent_id), cb=answer, pending_bytes_limit=PENDING_BYTES
+        )
+        if (remote := self._remote.get(linked.agent_id)) is not None:
+            remote.lost()
+
+    async def unserve(self, agent_id: str) -> None:
+        """This replica holds the agent's link no more."""
+        if (served := self._served.pop(agent_id, None)) is not None:
+            await served.unsubscribe()
+
+    async def _answer(self, linked: LinkedAgent, msg: Msg) -> None:
+        try:
+            opened = decode(msg.data)
+        except LinkError as exc:
+            log.warning("a bad frame from a replica for %s: %s", linked.agent_id, exc)
+            return
+        if not isinstance(opened, Open):
+            return
+        request = dict(opened.request)
+        up, down = request.pop("up", None), request.pop("down", None)
+        if request.get("kind") != "channel":
+            try:
+                answer = await linked.request(opened.user, request, self.relay_timeout)
+            except (Offline, TimeoutError):
+                answer = _offline(opened.stream, linked.agent_id)
+            await msg.respond(encode(answer))
+            return
+        try:
+            stream, answer = await linked.open_channel(opened.user, request, self.open_timeout)
+        except (Offline, TimeoutError):
+            await msg.respond(encode(_offline(opened.stream, linked.agent_id)))
+            return
+        await msg.respond(encode(answer))
+        if answer.status == 101 and isinstance(up, str) and isinstance(down, str):
+            asyncio.ensure_future(self._carry(linked, stream, up, down))
+
+    async def _carry(self, linked: LinkedAgent, stream: int, up: str, down: str) -> None:
+        """Carry one relayed channel between the link and the replica the notebook is on."""
+        assert self._client is not None
+        client = self._client
+
+        async def from_notebook(msg: Msg) -> None:
+            try:
+                frame = decode(msg.data)
+                if isinstance(frame, Message):
+                    await linked.to_agent(stream, frame.data)
+                elif isinstance(frame, Close):
+                    await linked.close_channel(stream, frame.code)
+            except (LinkError, Offline):
+                pass
+
+        subscription = await client.subscribe(up, cb=from_notebook, pending_bytes_limit=PENDING_BYTES)
+        try:
+            while True:
+                frame = await linked.from_agent(stream)
+                if frame is None:
+                    frame = Close(stream, CLOSE_OFFLINE, "the agent went offline")
+                await client.publish(down, encode(frame))
+                if isinstance(frame, Close):
+                    return
+        finally:
+            await subscription.unsubscribe()
+
+
+class RemoteAgent:
+    """An agent whose link another replica holds, with `LinkedAgent`'s interface."""
+
+    def __init__(self, client: Client, agent_id: str) -> None:
+        self.client = client
+        self.agent_id = agent_id
+        self.calls = 0
+        self._numbers = itertools.count(1)
+        self._channels: dict[int, tuple[asyncio.Queue[Message | Close | None], Subscription, str]] = {}
+
+    async def request(self, user: str, request: dict[str, Any], timeout: float) -> Response:
+        answer = await self._ask(Open(0, user, request), timeout)
+        self.calls += 1
+        return answer
+
+    async def open_channel(self, user: str, request: dict[str, Any], timeout: float) -> tuple[int, Response]:
+        stream = next(self._numbers)
+        inbox = self.client.new_inbox()
+        up, down = f"{inbox}.up", f"{inbox}.down"
+        queue: asyncio.Queue[Message | Close | None] = asyncio.Queue()
+
+        async def from_agent(msg: Msg) -> None:
+            try:
+                frame = decode(msg.data)
+            except LinkError:
+                return
+            if isinstance(frame, Message | Close):
+                queue.put_nowait(frame)
+
+        subscription = await self.client.subscribe(down, cb=from_agent, pending_bytes_limit=PENDING_BYTES)
+        try:
+            answer = await self._ask(Open(stream, user, {**request, "up": up, "down": down}), timeout)
+        except BaseException:
+            await subscription.unsubscribe()
+            raise
+        if answer.status != 101:
+            await subscription.unsubscribe()
+        else:
+            self._channels[stream] = (queue, subscription, up)
+        self.calls += 1
+        return stream, answer
+
+    async def from_agent(self, stream: int) -> Message | Close | None:
+        held = self._channels.get(stream)
+        if held is None:
+            return None
+        frame = await held[0].get()
+        if frame is None or isinstance(frame, Close):
+            await self._forget(stream)
+        return frame
+
+    async def to_agent(self, stream: int, data: bytes) -> None:
+        if (held := self._channels.get(stream)) is not None:
+            await self.client.publish(held[2], encode(Message(stream, data)))
+
+    async def close_channel(self, stream: int, code: int) -> None:
+        if (held := self._channels.get(stream)) is not None:
+            await self.client.publish(held[2], encode(Close(stream, code, "")))
+            await self._forget(stream)
+
+    def lost(self) -> None:
+        """The agent linked to this replica: the channels relayed to its old link end (their clients relink)."""
+        for queue, _, _ in self._channels.values():
+            queue.put_nowait(None)
+
+    async def _forget(self, stream: int) -> None:
+        held = self._channels.pop(stream, None)
+        if held is not None:
+            await held[1].unsubscribe()
+
+    async def _ask(self, opened: Open, timeout: float) -> Response:
+        try:
+            msg = await self.client.request(SUBJECT.format(self.agent_id), encode(opened), timeout=timeout)
+        except NoRespondersError:
+            raise Offline() from None
+        except NatsTimeout:  # the replica holding the link died with the request: reported offline
+            raise Offline() from None
+        answer = decode(msg.data)
+        if not isinstance(answer, Response):
+            raise Offline()
+        return answer
+
+
+def _offline(stream: int, agent_id: str) -> Response:
+    body = ErrorBody(
+        error=ErrorDetail(code=ErrorCode.AGENT_OFFLINE, message=f"agent {agent_id!r} went offline: its link dropped")
+    ).to_json()
+    return Response(stream, ErrorCode.AGENT_OFFLINE.status, [["content-type", "application/json"]], body.encode())

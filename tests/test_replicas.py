@@ -1,0 +1,90 @@
+"""Gateway replicas on a real nats-server: the agent linked to replica A, the notebook talking to replica B."""
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engee_client import Agent, AgentOfflineError
+from lab.process import AgentProcess, GatewayProcess, NatsServer
+
+KEY, TOKEN = "lab-key-0123456789abcdef", "user-token-0123456789ab"
+CONFIG = f'[agents.lab]\nkey = "{KEY}"\n[agents.idle]\nkey = "{KEY}"\n[users.ann]\ntoken = "{TOKEN}"\nagents = ["lab", "idle"]\n'
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[tuple[GatewayProcess, GatewayProcess, AgentProcess]]:
+    if shutil.which("nats-server") is None:
+        pytest.skip("no nats-server (Debian's nats-server package) to run replicas on")
+    config = tmp_path / "gateway.toml"
+    config.write_text(CONFIG)
+    with NatsServer(log_dir=str(tmp_path)) as bus:
+        a = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", "1", log_dir=str(tmp_path)).start()
+        b = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", "1", log_dir=str(tmp_path)).start()
+        agent = AgentProcess(
+            "--gateway", a.url, "--gateway", b.url, "--agent-id", "lab", "--agent-key", KEY, log_dir=str(tmp_path)
+        ).start()
+        try:
+            _wait_online(a, "lab")
+            yield a, b, agent
+        finally:
+            agent.stop()
+            a.stop()
+            b.stop()
+
+
+def _wait_online(gateway: GatewayProcess, agent_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{gateway.url}/agents/{agent_id}/v1/agent", headers={"Authorization": f"Bearer {TOKEN}"})
+        if reply.status_code == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"agent {agent_id} is not reachable through {gateway.url}")
+
+
+def _seed(agent: Agent, messages: int = 200) -> None:
+    socket_1 = agent.Socket("AF_INET", "SOCK_DGRAM")
+    socket_2 = agent.Socket("AF_INET", "SOCK_DGRAM")
+    socket_1.bind("127.0.0.1", 0)
+    socket_2.connect(*socket_1.local_address)
+    for i in range(1, messages + 1):
+        byte_array = list(f"Message {i}".encode())
+        socket_2.send(byte_array)
+        assert socket_1.receive(1000).data == byte_array
+    socket_1.close()
+    socket_2.close()
+
+
+def test_a_notebook_on_one_replica_reaches_an_agent_linked_to_another(
+    replicas: tuple[GatewayProcess, GatewayProcess, AgentProcess], transport: str
+) -> None:
+    a, b, _ = replicas
+    assert "agent lab linked" in a.output() and "agent lab linked" not in b.output()
+    with Agent(f"{b.url}/agents/lab", token=TOKEN, transport=transport, retry_for=5) as agent:
+        _seed(agent)
+    with pytest.raises(AgentOfflineError):  # no replica holds its link: "no responders"
+        Agent(f"{b.url}/agents/idle", token=TOKEN, transport=transport, retry_for=2).Socket()
+
+
+def test_when_the_replica_holding_the_link_dies_the_agent_relinks_and_calls_go_on(
+    replicas: tuple[GatewayProcess, GatewayProcess, AgentProcess],
+) -> None:
+    a, b, _ = replicas
+    with Agent(f"{b.url}/agents/lab", token=TOKEN, transport="channel", retry_for=30) as agent:
+        sock = agent.Socket("AF_INET", "SOCK_DGRAM")
+        sock.bind("127.0.0.1", 0)
+        a.stop()  # the replica holding the link: the agent links to B next
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _seed(agent, 20)
+                break
+            except AgentOfflineError:
+                assert time.monotonic() < deadline, "the calls did not come back"
+                time.sleep(0.2)
+        assert sock.is_open()  # the socket from before the outage is still there
+    assert "agent lab linked" in b.output()
