@@ -151,14 +151,20 @@ def main(argv: list[str] | None = None) -> None:
     relayed_seed = Workload(
         "seed loop, through a gateway",
         f"the seed loop, {args.messages} messages, with the agent linked to a gateway on loopback and the notebook "
-        "calling it there by id; channel: the same loop straight to an agent",
+        "calling it there by id; replicas: the agent linked to replica A, the notebook on replica B (NATS between); "
+        "channel: the same loop straight to an agent",
         args.messages,
-        ("channel", "gateway"),
+        ("channel", "gateway", "replicas"),
         floors=(
             Floor(
                 "floor: seed loop through one gateway / direct channel <= 2",
                 2.0,
                 lambda w: w.ratio("gateway", "channel"),
+            ),
+            Floor(
+                "floor: seed loop, agent on replica A, notebook on B / direct channel <= 3",
+                3.0,
+                lambda w: w.ratio("replicas", "channel"),
             ),
         ),
     )
@@ -178,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         agent_process = stack.enter_context(AgentProcess())
         relay = stack.enter_context(Relay())
         relayed = stack.enter_context(Agent(relay.url, token=relay.token, transport="channel"))
+        pair = stack.enter_context(Relay(replicas=2))
+        across = stack.enter_context(Agent(pair.url, token=pair.token, transport="channel"))
         url, token = agent_process.url, agent_process.token
         rpyc_server = stack.enter_context(RpycServer())
         far_agent = stack.enter_context(DelayProxy(agent_address(url), DELAY))
@@ -238,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
                     {
                         "channel": partial(seed_loop_agent, agents["channel"], args.messages),
                         "gateway": partial(seed_loop_agent, relayed, args.messages),
+                        "replicas": partial(seed_loop_agent, across, args.messages),
                     },
                 ),
                 (

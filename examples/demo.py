@@ -38,7 +38,7 @@ def main() -> int:
             agent_id = Relay.AGENT_ID
             print(
                 "\nthe real setting: the PC dials out to a gateway, the notebook reaches it there by id\n"
-                f"$ engee-gateway --port 0 --config {relay.folder / 'gateway.toml'}\n"
+                f"$ engee-gateway --port 0 --config {relay.config}\n"
                 f"$ engee-agent --no-listen --gateway {relay.gateway.url} --agent-id {agent_id} --agent-key ...",
                 flush=True,
             )

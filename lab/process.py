@@ -126,29 +126,40 @@ class GatewayProcess(ChildProcess):
 
 
 class Relay:
-    """A gateway and an agent linked to it on loopback, as the real setting has them: `url` reaches the agent
-    through the gateway, with `token` (a gateway user's). For the bench and the demo."""
+    """Gateways and an agent linked to the first, on loopback, as the real setting has them: `url` reaches the
+    agent through the last gateway, with `token` (a gateway user's). With `replicas=2`, two gateways share a
+    nats-server, so `url` goes through the replica that does not hold the link. For the bench and the demo."""
 
     AGENT_ID = "lab"
 
-    def __init__(self, log_dir: str | None = None) -> None:
+    def __init__(self, log_dir: str | None = None, replicas: int = 1) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="engee-relay-", dir=log_dir))
         self._keep = log_dir is not None
         self.key, self.token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        config = self.folder / "gateway.toml"
-        config.write_text(
+        self.config = self.folder / "gateway.toml"
+        self.config.write_text(
             f'[agents.{self.AGENT_ID}]\nkey = "{self.key}"\n'
             f'[users.notebook]\ntoken = "{self.token}"\nagents = ["{self.AGENT_ID}"]\n'
         )
-        self.gateway = GatewayProcess(str(config), log_dir=str(self.folder))
+        self.replicas = replicas
+        self.nats: NatsServer | None = None
+        self.gateways: list[GatewayProcess] = []
         self.agent: AgentProcess | None = None
         self.url = ""
 
+    @property
+    def gateway(self) -> GatewayProcess:
+        return self.gateways[0]
+
     def start(self, timeout: float = 20.0) -> Self:
-        self.gateway.start()
+        shared: tuple[str, ...] = ()
+        if self.replicas > 1:
+            self.nats = NatsServer(log_dir=str(self.folder)).start()
+            shared = ("--nats", self.nats.url)
+        for _ in range(self.replicas):
+            self.gateways.append(GatewayProcess(str(self.config), *shared, log_dir=str(self.folder)).start())
         self.agent = AgentProcess(
-            "--gateway",
-            self.gateway.url,
+            *(argument for gateway in self.gateways for argument in ("--gateway", gateway.url)),
             "--agent-id",
             self.AGENT_ID,
             "--agent-key",
@@ -156,7 +167,7 @@ class Relay:
             "--no-listen",
             log_dir=str(self.folder),
         ).start()
-        self.url = f"{self.gateway.url}/agents/{self.AGENT_ID}"
+        self.url = f"{self.gateways[-1].url}/agents/{self.AGENT_ID}"
         request = urllib.request.Request(f"{self.url}/v1/agent", headers={"Authorization": f"Bearer {self.token}"})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -171,7 +182,10 @@ class Relay:
     def stop(self) -> None:
         if self.agent is not None:
             self.agent.stop()
-        self.gateway.stop()
+        for gateway in self.gateways:
+            gateway.stop()
+        if self.nats is not None:
+            self.nats.stop()
         if not self._keep:
             shutil.rmtree(self.folder, ignore_errors=True)
 
