@@ -1,23 +1,26 @@
 """docker-compose.yml, checked by docker-compose itself (`config` needs no Docker engine).
 
-The topology it describes: the device on the internal "lab" network only, the notebook on "cloud"
-only, the agent on both, so the notebook reaches the device only through the agent.
-tests/test_topology.py runs the same topology with processes in network namespaces.
+The topology it describes is the real setting: the device on the internal "lab" network only; the
+agent on "lab" and "cloud", serving no port and linking out to two gateway replicas that share
+NATS; the notebook on "cloud" only, calling the agent through a gateway by its id. So the notebook
+reaches the device only through the gateway and the agent. tests/test_relay_nat.py runs that
+setting with processes in network namespaces, the lab behind a NAT router.
 """
 
-import ipaddress
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from agent.settings import load
+from gateway.settings import load as load_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -73,9 +76,9 @@ def _networks(service: dict) -> set[str]:
     return set(networks) if isinstance(networks, (dict, list)) else set()
 
 
-def _agent_argv(service: dict) -> list[str]:
-    """The agent container's command: the service's own, else the Dockerfile's CMD."""
-    assert "entrypoint" not in service, "the agent service overrides the entrypoint; teach this test to read it"
+def _argv(service: dict) -> list[str]:
+    """A container's command: the service's own, else the Dockerfile's CMD."""
+    assert "entrypoint" not in service, "a service overrides the entrypoint; teach this test to read it"
     if "command" in service:
         command = service["command"]
         return command.split() if isinstance(command, str) else list(command)
@@ -84,62 +87,60 @@ def _agent_argv(service: dict) -> list[str]:
     return json.loads(cmds[-1])
 
 
+GATEWAYS = ("gateway-a", "gateway-b")
+
+
 def test_compose_file_is_valid() -> None:
     done = _run("config", "--quiet")
     assert done.returncode == 0, f"docker-compose config --quiet failed:\n{done.stderr}"
 
 
-def test_three_services_built_from_the_repository(config: dict) -> None:
+def test_every_service_but_nats_is_built_from_the_repository(config: dict) -> None:
     services = config["services"]
-    assert set(services) == {"agent", "device", "notebook"}
+    assert set(services) == {"device", "nats", *GATEWAYS, "agent", "notebook"}
     for name, service in services.items():
+        if name == "nats":
+            assert service["image"].startswith("nats:"), service
+            continue
         build = service.get("build")
         assert isinstance(build, dict), f"{name} is not built from the repository: {service}"
         assert Path(build["context"]).resolve() == ROOT, f"{name} builds from {build['context']}"
-        assert build.get("dockerfile", "Dockerfile") == "Dockerfile", f"{name} uses {build['dockerfile']}"
 
 
-def test_notebook_reaches_the_device_only_through_the_agent(config: dict) -> None:
+def test_the_notebook_reaches_the_device_only_through_a_gateway(config: dict) -> None:
     services, networks = config["services"], config["networks"]
     assert _networks(services["device"]) == {"lab"}
     assert _networks(services["notebook"]) == {"cloud"}
     assert _networks(services["agent"]) == {"lab", "cloud"}
+    for name in (*GATEWAYS, "nats"):
+        assert _networks(services[name]) == {"cloud"}, name
     assert networks["lab"].get("internal") is True, "the lab network must be internal: no way out, no way in"
-    assert not (networks["cloud"] or {}).get("internal"), "the notebook's network is the ordinary one"
-    for name, service in services.items():
-        assert "network_mode" not in service, f"{name} sets network_mode, which bypasses the networks"
-    assert not services["device"].get("ports"), "the device publishes ports on the host, reachable around the agent"
-    assert "ENGEE_AGENT_TOKEN" in services["agent"].get("environment", {})
+    assert not any(service.get("ports") for service in services.values()), "no service publishes a port"
 
 
-def test_notebook_calls_the_agent(config: dict) -> None:
-    notebook = config["services"]["notebook"]
-    url = urlsplit(notebook["environment"]["ENGEE_AGENT_URL"])
-    assert (url.scheme, url.hostname) == ("http", "agent"), url.geturl()
-    assert (
-        notebook["environment"]["ENGEE_AGENT_TOKEN"] == config["services"]["agent"]["environment"]["ENGEE_AGENT_TOKEN"]
-    )
-    assert notebook["depends_on"]["agent"]["condition"] == "service_healthy"
-
-
-def test_agent_answers_to_the_url_the_notebook_uses(config: dict) -> None:
-    """The agent listens where the notebook's URL points, and accepts that URL's host name (its Host check)."""
+def test_the_agent_links_out_to_both_replicas_and_serves_no_port(config: dict) -> None:
     services = config["services"]
-    argv = _agent_argv(services["agent"])
-    if Path(argv[0]).name == "engee-agent":
-        flags = argv[1:]
-    elif argv[1:3] == ["-m", "agent"]:
-        flags = argv[3:]
-    else:
-        pytest.fail(f"the agent service does not run the agent: {argv}")
-    settings = load(flags, environ={k: str(v) for k, v in services["agent"].get("environment", {}).items()})
-    url = urlsplit(services["notebook"]["environment"]["ENGEE_AGENT_URL"])
-    assert not ipaddress.ip_address(settings.host).is_loopback, f"the agent listens on {settings.host} only"
-    assert settings.port == (url.port or 80)
-    try:
-        ipaddress.ip_address(url.hostname)
-    except ValueError:
-        assert url.hostname in {"localhost", *settings.allowed_hosts}, (
-            f"the notebook calls {url.geturl()} but the agent ({argv}) does not answer to the host name "
-            f"{url.hostname!r}: it needs --allow-host {url.hostname}"
-        )
+    argv = _argv(services["agent"])
+    assert Path(argv[0]).name == "engee-agent", argv
+    settings = load(argv[1:], environ={})
+    assert not settings.listen
+    assert settings.gateways == tuple(f"http://{name}:8800" for name in GATEWAYS)
+    gateway = tomllib.loads((ROOT / "deploy" / "gateway.toml").read_text())
+    assert settings.agent_id in gateway["agents"]
+    assert settings.agent_key == gateway["agents"][settings.agent_id]["key"]
+
+
+def test_the_replicas_share_nats_and_know_the_agent_and_the_user(config: dict) -> None:
+    services = config["services"]
+    for name in GATEWAYS:
+        argv = _argv(services[name])
+        assert Path(argv[0]).name == "engee-gateway", argv
+        flags = [str(ROOT / flag) if flag.endswith(".toml") else flag for flag in argv[1:]]
+        settings = load_gateway(flags)
+        assert settings.nats == "nats://nats:4222" and settings.port == 8800
+        notebook = services["notebook"]["environment"]
+        url = urlsplit(notebook["ENGEE_AGENT_URL"])
+        user = settings.user(notebook["ENGEE_AGENT_TOKEN"])
+        assert user is not None, "the notebook's token is no user of the gateway"
+        assert url.hostname in GATEWAYS and url.path == "/agents/lab" and "lab" in user.agents
+    assert services["notebook"]["depends_on"]["gateway-b"]["condition"] == "service_healthy"

@@ -1,4 +1,6 @@
-"""docker-compose.yml's topology, proven with processes in network namespaces instead of containers.
+"""The direct setting (one LAN), proven with processes in network namespaces instead of containers.
+
+(docker-compose.yml now describes the relay setting, which tests/test_relay_nat.py runs in namespaces.)
 
     cloud namespace                      lab namespace
     notebook  ── veth 10.200.0.2 ─── 10.200.0.1 ──  agent (:8700)
