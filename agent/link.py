@@ -70,7 +70,6 @@ class AgentLink:
         self.ping_interval = ping_interval
         self.state = "starting"
         """What the status page shows: linking, linked to URL, or waiting to link again."""
-        self._streams: dict[int, _Stream] = {}
 
     async def run(self) -> None:
         """Link, serve, and link again when the link drops, until cancelled."""
@@ -88,8 +87,8 @@ class AgentLink:
                     log.error("the gateway %s refused the link: HTTP %s", url, refused.response.status_code)
                 except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
                     log.warning("the link to %s is down: %s", url, exc or type(exc).__name__)
-                finally:
-                    self._end_streams()
+                except Exception:
+                    log.exception("the link to %s failed", url)
             pause = min(BACKOFF_CAP, BACKOFF_FIRST * 2**attempt) * random.uniform(0.5, 1.0)
             attempt = min(attempt + 1, 16)
             self.state = f"linking again in {pause:.1f} s"
@@ -111,29 +110,31 @@ class AgentLink:
         )
 
     async def _serve(self, link: ClientConnection) -> None:
-        async for data in link:
-            if not isinstance(data, bytes):
-                raise LinkError("the gateway sent a text frame")
-            try:
-                frame = decode(data)
-            except LinkError as exc:
-                log.error("a bad frame from the gateway: %s", exc)
-                await link.close(4000, str(exc)[:120])
-                return
-            self._take(frame, link)
+        """Serve one link until it ends. Its streams are its own: a new link numbers them afresh."""
+        streams: dict[int, _Stream] = {}
+        try:
+            async for data in link:
+                try:
+                    if not isinstance(data, bytes):
+                        raise LinkError("the gateway sent a text frame")
+                    frame = decode(data)
+                except LinkError as exc:
+                    log.error("a bad frame from the gateway: %s", exc)
+                    await link.close(4000, str(exc)[:120])
+                    return
+                self._take(frame, link, streams)
+        finally:
+            for stream in streams.values():
+                stream.end()
 
-    def _take(self, frame: LinkFrame, link: ClientConnection) -> None:
+    def _take(self, frame: LinkFrame, link: ClientConnection, streams: dict[int, _Stream]) -> None:
         if isinstance(frame, Open):
-            if frame.stream not in self._streams:
-                stream = self._streams[frame.stream] = _Stream(frame, link)
+            if frame.stream not in streams:
+                stream = streams[frame.stream] = _Stream(frame, link)
                 task = asyncio.ensure_future(stream.serve(self.app))
-                task.add_done_callback(lambda _: self._streams.pop(frame.stream, None))
-        elif (known := self._streams.get(frame.stream)) is not None:
+                task.add_done_callback(lambda _: streams.pop(frame.stream, None))
+        elif (known := streams.get(frame.stream)) is not None:
             known.take(frame)
-
-    def _end_streams(self) -> None:
-        for stream in self._streams.values():
-            stream.end()
 
 
 class _Stream:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect
 
 from protocol import HEALTH_PATH, PREFIX, ErrorBody, ErrorCode, ErrorDetail
-from protocol.channel import CHANNEL_PATH, CLOSE_PROTOCOL
+from protocol.channel import CHANNEL_PATH, CLOSE_PROTOCOL, CLOSE_TOO_BIG, MAX_FRAME
 from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME, Close, LinkError, Message, decode
 
 from .links import CLOSE_OFFLINE, LinkedAgent, Links, Offline
@@ -33,6 +33,8 @@ RELAY_TIMEOUT = 75.0
 """Seconds a relayed request may take: a blocking call's longest wait (60 s) and some."""
 OPEN_TIMEOUT = 10.0
 """Seconds an agent has to answer a channel's upgrade."""
+MAX_BODY = MAX_LINK_FRAME - 64 * 1024
+"""The largest request body relayed: at least the agent's max_body."""
 PASSED = frozenset({"content-type", "accept", "x-engee-call", "x-engee-boot", "x-engee-meta"})
 """Request headers that go on to the agent; the user's credentials stay here."""
 DROPPED = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -59,15 +61,15 @@ class Refusal(Exception):
     def __init__(self, code: ErrorCode, message: str) -> None:
         self.code, self.message = code, message
 
-    def response(self) -> Response:
+    def response(self, status: int | None = None) -> Response:
         body = ErrorBody(error=ErrorDetail(code=self.code, message=self.message)).to_json()
         headers = {"WWW-Authenticate": 'Bearer realm="engee-gateway"'} if self.code is ErrorCode.UNAUTHORIZED else None
-        return Response(body, status_code=self.code.status, media_type="application/json", headers=headers)
+        return Response(body, status_code=status or self.code.status, media_type="application/json", headers=headers)
 
 
 def create_app(settings: Settings) -> FastAPI:
     links = Links()
-    replicas = Replicas(settings.nats, RELAY_TIMEOUT, OPEN_TIMEOUT) if settings.nats else None
+    replicas = Replicas(settings.nats, RELAY_TIMEOUT, OPEN_TIMEOUT, settings.grants) if settings.nats else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -186,9 +188,9 @@ def create_app(settings: Settings) -> FastAPI:
             linked = reach(user, agent_id)
         except Refusal as refusal:
             return refusal.response()
-        body = await request.body()
-        if len(body) > MAX_LINK_FRAME - 64 * 1024:
-            return Refusal(ErrorCode.PAYLOAD_TOO_LARGE, f"a body of {len(body)} bytes is over the limit").response()
+        body = await _body(request, MAX_BODY)
+        if body is None:
+            return Refusal(ErrorCode.PAYLOAD_TOO_LARGE, f"a body over {MAX_BODY} bytes is over the limit").response()
         headers = [[name, value] for name, value in request.headers.items() if name.lower() in PASSED]
         relayed = {
             "kind": "http",
@@ -212,8 +214,39 @@ def _offline(agent_id: str) -> Refusal:
 
 
 def _response(status: int, headers: list[list[str]], body: bytes) -> Response:
-    kept = {name: value for name, value in headers if name.lower() not in DROPPED}
-    return Response(body, status_code=status, headers=kept)
+    """The agent's answer as the notebook gets it; one no agent gives (a bad status or header) is a 502."""
+    if not 100 <= status <= 599 or status == 101 or not all(_header(pair) for pair in headers):
+        return Refusal(
+            ErrorCode.INTERNAL, f"the agent answered with something no agent sends (HTTP {status})"
+        ).response(502)
+    response = Response(body, status_code=status)
+    response.raw_headers.extend(
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in headers
+        if name.lower() not in DROPPED
+    )  # a list, so a header given twice stays twice
+    return response
+
+
+def _header(pair: object) -> bool:
+    return (
+        isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(part, str) and "\r" not in part and "\n" not in part for part in pair)
+    )
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None once it is over `limit` bytes (read no further than that)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 async def _relay(websocket: WebSocket, linked: LinkedAgent | RemoteAgent, stream: int) -> None:
@@ -225,7 +258,12 @@ async def _relay(websocket: WebSocket, linked: LinkedAgent | RemoteAgent, stream
             if message["type"] == "websocket.disconnect":
                 await linked.close_channel(stream, message.get("code", 1000))
                 return
-            await linked.to_agent(stream, message.get("bytes") or b"")
+            data = message.get("bytes") or b""
+            if len(data) > MAX_FRAME:  # as the agent's own port would: this channel closes, the link stays
+                await websocket.close(CLOSE_TOO_BIG, f"a frame is at most {MAX_FRAME} bytes")
+                await linked.close_channel(stream, CLOSE_TOO_BIG)
+                return
+            await linked.to_agent(stream, data)
 
     async def down() -> None:
         while True:

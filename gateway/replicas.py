@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import nats
@@ -36,12 +37,15 @@ PENDING_BYTES = 256 << 20
 class Replicas:
     """This replica's side of NATS: the agents it answers for, and the way to the others'."""
 
-    def __init__(self, url: str, relay_timeout: float, open_timeout: float) -> None:
+    def __init__(self, url: str, relay_timeout: float, open_timeout: float, grants: Callable[[str, str], bool]) -> None:
         self.url = url
+        self.grants = grants
+        """Whether a user may use an agent: checked again here, for NATS carries no token."""
         self.relay_timeout, self.open_timeout = relay_timeout, open_timeout
         self._client: Client | None = None
         self._served: dict[str, Subscription] = {}
         self._remote: dict[str, RemoteAgent] = {}
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._client = await nats.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
@@ -64,8 +68,10 @@ class Replicas:
         if (old := self._served.pop(linked.agent_id, None)) is not None:
             await old.unsubscribe()
 
-        async def answer(msg: Msg) -> None:
-            await self._answer(linked, msg)
+        async def answer(msg: Msg) -> None:  # each in a task of its own: a long wait never holds up the next
+            task = asyncio.ensure_future(self._answer(linked, msg))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
 
         self._served[linked.agent_id] = await self._client.subscribe(
             SUBJECT.format(linked.agent_id), cb=answer, pending_bytes_limit=PENDING_BYTES
@@ -86,6 +92,9 @@ class Replicas:
             return
         if not isinstance(opened, Open):
             return
+        if not self.grants(opened.user, linked.agent_id):
+            log.warning("a replica asked for %s as %s, who may not use it", linked.agent_id, opened.user)
+            return  # as if nobody answered: the asking replica reports it offline
         request = dict(opened.request)
         up, down = request.pop("up", None), request.pop("down", None)
         if request.get("kind") != "channel":

@@ -76,6 +76,10 @@ class Settings:
                 found = user
         return found
 
+    def grants(self, user: str, agent_id: str) -> bool:
+        """Whether the user named `user` may use the agent `agent_id`."""
+        return agent_id in self.agents and any(known.name == user and agent_id in known.agents for known in self.users)
+
     def agent_key_matches(self, agent_id: str, key: str) -> bool:
         secret = self.agents.get(agent_id)
         matched = (secret or Secret(digest("-"))).matches(key)  # the same work for an unknown id

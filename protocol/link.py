@@ -31,7 +31,7 @@ from typing import Any
 import msgpack
 
 from .arrays import Shapes, checked
-from .channel import MAX_FRAME
+from .payload import MAX_PAYLOAD
 from .version import PREFIX
 
 LINK_PATH = f"{PREFIX}/link"
@@ -41,8 +41,9 @@ AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """Agent ids: 1 to 64 letters, digits, dots, dashes and underscores, not starting with a punctuation mark."""
 USER_PATTERN = AGENT_ID_PATTERN
 """Gateway user names follow the same rule."""
-MAX_LINK_FRAME = MAX_FRAME + 64 * 1024
-"""A link frame carries a channel message or an HTTP body and their envelope."""
+MAX_LINK_FRAME = MAX_PAYLOAD * 4 // 3 + 256 * 1024
+"""A link frame carries a channel message or an HTTP body (a maximal payload in base64, as the agent's
+max_body allows) and their envelope."""
 
 
 class LinkKind(IntEnum):

@@ -12,6 +12,7 @@ from websockets.exceptions import InvalidStatus
 
 from engee_client import Agent, AgentError, AgentOfflineError, AuthenticationError
 from lab.process import AgentProcess, GatewayProcess
+from protocol.channel import MAX_FRAME
 from protocol.link import AGENT_HEADER, LINK_PATH
 
 KEYS = {"lab-7": "lab-7-key-0123456789", "lab-8": "lab-8-key-0123456789", "spare": "spare-key-0123456789"}
@@ -223,3 +224,14 @@ def test_the_status_pages_show_the_links(gateway: GatewayProcess, lab: AgentProc
     assert httpx.get(f"{gateway.url}/v1/status").status_code == 401
     agents_own = httpx.get(f"{lab.url}/v1/status", headers={"Authorization": f"Bearer {lab.token}"}).json()
     assert agents_own["link"] == f"linked to {gateway.url}"
+
+
+def test_an_oversized_channel_message_closes_that_channel_only(gateway: GatewayProcess, lab: AgentProcess) -> None:
+    url = f"{gateway.url.replace('http', 'ws')}/agents/lab-7/v1/channel?session=big"
+    with ws_client.connect(url, additional_headers=_bearer("alice"), max_size=None) as channel:
+        channel.recv(timeout=10)  # the agent's hello
+        channel.send(b"\x00" * (MAX_FRAME + 1))
+        with pytest.raises(Exception, match="1009"):
+            channel.recv(timeout=10)
+    with through(gateway, "channel", "bob") as agent:  # the link, and everyone else on it, carry on
+        assert agent.Socket().is_open()

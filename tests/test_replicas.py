@@ -1,15 +1,20 @@
 """Gateway replicas on a real nats-server: the agent linked to replica A, the notebook talking to replica B."""
 
+import asyncio
+import re
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nats
+import nats.errors
 import pytest
 
 from engee_client import Agent, AgentOfflineError
 from lab.process import AgentProcess, GatewayProcess, NatsServer
+from protocol.link import Open, encode
 
 KEY, TOKEN = "lab-key-0123456789abcdef", "user-token-0123456789ab"
 CONFIG = f'[agents.lab]\nkey = "{KEY}"\n[agents.idle]\nkey = "{KEY}"\n[users.ann]\ntoken = "{TOKEN}"\nagents = ["lab", "idle"]\n'
@@ -88,3 +93,25 @@ def test_when_the_replica_holding_the_link_dies_the_agent_relinks_and_calls_go_o
                 time.sleep(0.2)
         assert sock.is_open()  # the socket from before the outage is still there
     assert "agent lab linked" in b.output()
+
+
+def test_a_request_on_nats_for_a_user_without_the_grant_is_not_answered(
+    replicas: tuple[GatewayProcess, GatewayProcess, AgentProcess], tmp_path: Path
+) -> None:
+    """NATS carries no token: the replica holding the link checks the user's grant again."""
+    _, _, agent = replicas
+    bus_url = re.search(r"--nats (\S+)", " ".join(replicas[0].argv))
+    assert bus_url is not None
+
+    async def ask() -> None:
+        client = await nats.connect(bus_url.group(1))
+        try:
+            opened = Open(0, "mallory", {"kind": "http", "method": "POST", "path": "/v1/socket", "body": b"{}"})
+            with pytest.raises(nats.errors.TimeoutError):
+                await client.request("engee.agent.lab", encode(opened), timeout=2)
+        finally:
+            await client.close()
+
+    asyncio.run(ask())
+    with Agent(agent.url, token=agent.token, transport="http") as owner:
+        assert "gateway:mallory" not in {info.owner for info in owner.sockets(everyone=True)}
