@@ -69,7 +69,11 @@ class Refusal(Exception):
 
 def create_app(settings: Settings) -> FastAPI:
     links = Links()
-    replicas = Replicas(settings.nats, RELAY_TIMEOUT, OPEN_TIMEOUT, settings.grants) if settings.nats else None
+    replicas = (
+        Replicas(settings.nats, RELAY_TIMEOUT, OPEN_TIMEOUT, settings.grants, settings.link_ping)
+        if settings.nats
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

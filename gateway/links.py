@@ -83,7 +83,9 @@ class LinkedAgent:
         await self._send(Message(stream, data))
 
     async def close_channel(self, stream: int, code: int) -> None:
-        if self._channels.pop(stream, None) is not None:
+        """End a channel stream: on the agent, and for whoever waits for its next frame here."""
+        if (queue := self._channels.pop(stream, None)) is not None:
+            queue.put_nowait(None)
             await self._send(Close(stream, code, ""))
 
     def take(self, frame: LinkFrame) -> None:

@@ -34,11 +34,51 @@ PENDING_BYTES = 256 << 20
 """What a subscription may hold before NATS calls it slow: more than a channel's windows put in flight."""
 
 
+BEAT = 102
+"""A RESPONSE frame with this status on a relayed channel's subject: "still here", sent every ping interval."""
+MISSED = 3
+"""Beats a relayed channel may miss before its other end counts as gone (a replica that died)."""
+
+
+class _Beat:
+    """The liveness of one channel relayed across replicas: a beat to the other end every `every` seconds;
+    when none came back for MISSED of them, `gone()` is called once and the beating stops."""
+
+    def __init__(self, client: Client, subject: str, stream: int, every: float, gone: Callable[[], None]) -> None:
+        self.client, self.subject, self.stream, self.every, self.gone = client, subject, stream, every, gone
+        self._heard = asyncio.get_running_loop().time()
+        self._task = asyncio.ensure_future(self._run())
+
+    def heard(self) -> None:
+        self._heard = asyncio.get_running_loop().time()
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.every)
+            if loop.time() - self._heard > MISSED * self.every:
+                self.gone()
+                return
+            await self.client.publish(self.subject, encode(Response(self.stream, BEAT, [], b"")))
+
+
 class Replicas:
     """This replica's side of NATS: the agents it answers for, and the way to the others'."""
 
-    def __init__(self, url: str, relay_timeout: float, open_timeout: float, grants: Callable[[str, str], bool]) -> None:
+    def __init__(
+        self,
+        url: str,
+        relay_timeout: float,
+        open_timeout: float,
+        grants: Callable[[str, str], bool],
+        beat: float = 10.0,
+    ) -> None:
         self.url = url
+        self.beat = beat
+        """Seconds between the beats of a channel relayed across replicas (the gateway's link_ping)."""
         self.grants = grants
         """Whether a user may use an agent: checked again here, for NATS carries no token."""
         self.relay_timeout, self.open_timeout = relay_timeout, open_timeout
@@ -58,7 +98,7 @@ class Replicas:
         """The agent as another replica holds it (or none: then it is offline)."""
         assert self._client is not None
         if agent_id not in self._remote:
-            self._remote[agent_id] = RemoteAgent(self._client, agent_id)
+            self._remote[agent_id] = RemoteAgent(self._client, agent_id, self.beat)
         return self._remote[agent_id]
 
     async def serve(self, linked: LinkedAgent) -> None:
@@ -118,7 +158,13 @@ class Replicas:
         assert self._client is not None
         client = self._client
 
+        def notebook_gone() -> None:  # the notebook's replica died: the agent's side of the channel ends
+            asyncio.ensure_future(linked.close_channel(stream, 1001))
+
+        beat = _Beat(client, down, stream, self.beat, notebook_gone)
+
         async def from_notebook(msg: Msg) -> None:
+            beat.heard()
             try:
                 frame = decode(msg.data)
                 if isinstance(frame, Message):
@@ -138,18 +184,20 @@ class Replicas:
                 if isinstance(frame, Close):
                     return
         finally:
+            beat.stop()
             await subscription.unsubscribe()
 
 
 class RemoteAgent:
     """An agent whose link another replica holds, with `LinkedAgent`'s interface."""
 
-    def __init__(self, client: Client, agent_id: str) -> None:
+    def __init__(self, client: Client, agent_id: str, beat: float = 10.0) -> None:
         self.client = client
         self.agent_id = agent_id
+        self.beat = beat
         self.calls = 0
         self._numbers = itertools.count(1)
-        self._channels: dict[int, tuple[asyncio.Queue[Message | Close | None], Subscription, str]] = {}
+        self._channels: dict[int, tuple[asyncio.Queue[Message | Close | None], Subscription, str, _Beat]] = {}
 
     async def request(self, user: str, request: dict[str, Any], timeout: float) -> Response:
         answer = await self._ask(Open(0, user, request), timeout)
@@ -161,8 +209,11 @@ class RemoteAgent:
         inbox = self.client.new_inbox()
         up, down = f"{inbox}.up", f"{inbox}.down"
         queue: asyncio.Queue[Message | Close | None] = asyncio.Queue()
+        beats: list[_Beat] = []
 
         async def from_agent(msg: Msg) -> None:
+            for beat in beats:
+                beat.heard()
             try:
                 frame = decode(msg.data)
             except LinkError:
@@ -178,8 +229,9 @@ class RemoteAgent:
             raise
         if answer.status != 101:
             await subscription.unsubscribe()
-        else:
-            self._channels[stream] = (queue, subscription, up)
+        else:  # the replica holding the link may die: then no beat comes, and the channel ends as offline
+            beats.append(_Beat(self.client, up, stream, self.beat, lambda: queue.put_nowait(None)))
+            self._channels[stream] = (queue, subscription, up, beats[0])
         self.calls += 1
         return stream, answer
 
@@ -203,12 +255,13 @@ class RemoteAgent:
 
     def lost(self) -> None:
         """The agent linked to this replica: the channels relayed to its old link end (their clients relink)."""
-        for queue, _, _ in self._channels.values():
+        for queue, *_ in self._channels.values():
             queue.put_nowait(None)
 
     async def _forget(self, stream: int) -> None:
         held = self._channels.pop(stream, None)
         if held is not None:
+            held[3].stop()
             await held[1].unsubscribe()
 
     async def _ask(self, opened: Open, timeout: float) -> Response:

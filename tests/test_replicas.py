@@ -1,8 +1,10 @@
 """Gateway replicas on a real nats-server: the agent linked to replica A, the notebook talking to replica B."""
 
 import asyncio
+import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,8 @@ import pytest
 from engee_client import Agent, AgentOfflineError
 from lab.process import AgentProcess, GatewayProcess, NatsServer
 from protocol.link import Open, encode
+
+from .conftest import Background
 
 KEY, TOKEN = "lab-key-0123456789abcdef", "user-token-0123456789ab"
 CONFIG = f'[agents.lab]\nkey = "{KEY}"\n[agents.idle]\nkey = "{KEY}"\n[users.ann]\ntoken = "{TOKEN}"\nagents = ["lab", "idle"]\n'
@@ -115,3 +119,29 @@ def test_a_request_on_nats_for_a_user_without_the_grant_is_not_answered(
     asyncio.run(ask())
     with Agent(agent.url, token=agent.token, transport="http") as owner:
         assert "gateway:mallory" not in {info.owner for info in owner.sockets(everyone=True)}
+
+
+def test_a_channel_through_a_replica_that_dies_ends_instead_of_hanging(tmp_path: Path) -> None:
+    """The agent knows only replica A; the notebook is on B. A is killed (no goodbye on NATS): B's relayed
+    channel misses A's beats and ends, so the notebook hears that the agent is offline, not silence."""
+    if shutil.which("nats-server") is None:
+        pytest.skip("no nats-server (Debian's nats-server package) to run replicas on")
+    config = tmp_path / "gateway.toml"
+    config.write_text(CONFIG)
+    with NatsServer(log_dir=str(tmp_path)) as bus:
+        a = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", "0.5", log_dir=str(tmp_path)).start()
+        b = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", "0.5", log_dir=str(tmp_path)).start()
+        agent = AgentProcess("--gateway", a.url, "--agent-id", "lab", "--agent-key", KEY, log_dir=str(tmp_path)).start()
+        try:
+            _wait_online(a, "lab")
+            with Agent(f"{b.url}/agents/lab", token=TOKEN, transport="channel", retry_for=2) as notebook:
+                sock = notebook.Socket("AF_INET", "SOCK_DGRAM")
+                os.kill(a.pid, signal.SIGKILL)
+                started = time.monotonic()
+                with pytest.raises(AgentOfflineError):
+                    Background(sock.bind, "127.0.0.1", 0).join_result(60)
+                assert time.monotonic() - started < 30
+        finally:
+            agent.stop()
+            a.stop()
+            b.stop()
