@@ -315,15 +315,12 @@ class Channel:
 
     def _batch(self) -> bytes:
         """The frames queued now, back to back in one message, as many as fit in a frame's size."""
-        data = self._outbox.popleft()
-        if not self._outbox or len(data) + len(self._outbox[0]) > MAX_FRAME:
-            return data
-        batch = [data]
-        size = len(data)
+        batch = [self._outbox.popleft()]
+        size = len(batch[0])
         while self._outbox and size + len(self._outbox[0]) <= MAX_FRAME:
             size += len(self._outbox[0])
             batch.append(self._outbox.popleft())
-        return b"".join(batch)
+        return batch[0] if len(batch) == 1 else b"".join(batch)
 
     def _opened(self, opening: asyncio.Future[Outcome | None]) -> None:
         if opening.cancelled() or opening.exception() is not None:

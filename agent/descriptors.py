@@ -171,7 +171,7 @@ class Entry:
             stop()
 
     def close(self, reason: str = "the socket was closed while waiting") -> None:
-        for closing in self.closing:
+        for closing in list(self.closing):  # a copy: each takes itself off the list
             closing(reason)
         for ready, stop in self._waits.items():
             stop()

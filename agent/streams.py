@@ -70,8 +70,7 @@ class Stream:
     def stop(self) -> list[m.ReceiveResponse]:
         """Stop reading; what was read and no receive took, as answers to give back to the socket."""
         self.task.cancel()
-        if self._socket_closed in self.entry.closing:
-            self.entry.closing.remove(self._socket_closed)
+        self._unhook()
         kept, self._kept = self._kept, deque()
         given = []
         for frame in kept:
@@ -147,3 +146,8 @@ class Stream:
         if self.end is None:
             self.end = end
             self.emit(end)
+        self._unhook()  # an ended stream needs no word of the socket's close (one started anew has its own)
+
+    def _unhook(self) -> None:
+        if self._socket_closed in self.entry.closing:
+            self.entry.closing.remove(self._socket_closed)

@@ -148,6 +148,3 @@ class Links:
         if self._linked.get(linked.agent_id) is linked:
             del self._linked[linked.agent_id]
             log.warning("agent %s is offline", linked.agent_id)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._linked.values())

@@ -7,6 +7,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,18 +25,20 @@ KEY, TOKEN = "lab-key-0123456789abcdef", "user-token-0123456789ab"
 CONFIG = f'[agents.lab]\nkey = "{KEY}"\n[agents.idle]\nkey = "{KEY}"\n[users.ann]\ntoken = "{TOKEN}"\nagents = ["lab", "idle"]\n'
 
 
-@pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[tuple[GatewayProcess, GatewayProcess, AgentProcess]]:
+@contextmanager
+def two_replicas(
+    folder: Path, ping: str, agent_knows_both: bool = True
+) -> Iterator[tuple[GatewayProcess, GatewayProcess, AgentProcess]]:
+    """A nats-server, replicas A and B on it, and an agent linked to A (knowing B too, or not)."""
     if shutil.which("nats-server") is None:
         pytest.skip("no nats-server (Debian's nats-server package) to run replicas on")
-    config = tmp_path / "gateway.toml"
+    config = folder / "gateway.toml"
     config.write_text(CONFIG)
-    with NatsServer(log_dir=str(tmp_path)) as bus:
-        a = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", "1", log_dir=str(tmp_path)).start()
-        b = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", "1", log_dir=str(tmp_path)).start()
-        agent = AgentProcess(
-            "--gateway", a.url, "--gateway", b.url, "--agent-id", "lab", "--agent-key", KEY, log_dir=str(tmp_path)
-        ).start()
+    with NatsServer(log_dir=str(folder)) as bus:
+        a = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", ping, log_dir=str(folder)).start()
+        b = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", ping, log_dir=str(folder)).start()
+        gateways = ("--gateway", a.url, "--gateway", b.url) if agent_knows_both else ("--gateway", a.url)
+        agent = AgentProcess(*gateways, "--agent-id", "lab", "--agent-key", KEY, log_dir=str(folder)).start()
         try:
             _wait_online(a, "lab")
             yield a, b, agent
@@ -43,6 +46,12 @@ def replicas(tmp_path: Path) -> Iterator[tuple[GatewayProcess, GatewayProcess, A
             agent.stop()
             a.stop()
             b.stop()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[tuple[GatewayProcess, GatewayProcess, AgentProcess]]:
+    with two_replicas(tmp_path, "1") as started:
+        yield started
 
 
 def _wait_online(gateway: GatewayProcess, agent_id: str) -> None:
@@ -124,24 +133,12 @@ def test_a_request_on_nats_for_a_user_without_the_grant_is_not_answered(
 def test_a_channel_through_a_replica_that_dies_ends_instead_of_hanging(tmp_path: Path) -> None:
     """The agent knows only replica A; the notebook is on B. A is killed (no goodbye on NATS): B's relayed
     channel misses A's beats and ends, so the notebook hears that the agent is offline, not silence."""
-    if shutil.which("nats-server") is None:
-        pytest.skip("no nats-server (Debian's nats-server package) to run replicas on")
-    config = tmp_path / "gateway.toml"
-    config.write_text(CONFIG)
-    with NatsServer(log_dir=str(tmp_path)) as bus:
-        a = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", "0.5", log_dir=str(tmp_path)).start()
-        b = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", "0.5", log_dir=str(tmp_path)).start()
-        agent = AgentProcess("--gateway", a.url, "--agent-id", "lab", "--agent-key", KEY, log_dir=str(tmp_path)).start()
-        try:
-            _wait_online(a, "lab")
-            with Agent(f"{b.url}/agents/lab", token=TOKEN, transport="channel", retry_for=2) as notebook:
-                sock = notebook.Socket("AF_INET", "SOCK_DGRAM")
-                os.kill(a.pid, signal.SIGKILL)
-                started = time.monotonic()
-                with pytest.raises(AgentOfflineError):
-                    Background(sock.bind, "127.0.0.1", 0).join_result(60)
-                assert time.monotonic() - started < 30
-        finally:
-            agent.stop()
-            a.stop()
-            b.stop()
+    with two_replicas(tmp_path, "0.5", agent_knows_both=False) as (a, b, _):
+        notebook = Agent(f"{b.url}/agents/lab", token=TOKEN, transport="channel", retry_for=2)
+        sock = notebook.Socket("AF_INET", "SOCK_DGRAM")
+        os.kill(a.pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(AgentOfflineError):
+            Background(sock.bind, "127.0.0.1", 0).join_result(60)
+        assert time.monotonic() - started < 30
+        notebook.disconnect()
