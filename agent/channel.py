@@ -50,7 +50,7 @@ from .streams import Stream, nowhere
 
 log = logging.getLogger("engee.agent")
 
-_READS = frozenset({"receive", "accept"})
+_READS = frozenset({"receive", "accept", "read_line", "receive_exactly"})
 _OPENS = frozenset({"socket", "accept"})
 
 SessionKey = tuple[str, str]

@@ -61,6 +61,10 @@ class Entry:
         """A channel's stream reads it (agent/streams.py)."""
         self.closing: list[Callable[[str], None]] = []
         """Called with the reason when the socket closes: what reads it without a wait (a stream) ends."""
+        self.streamed: int | None = None
+        """The offset a channel's stream has read it up to, while one does."""
+        self.dropped = 0
+        """Datagrams a stream read and dropped because its window was full, as a full kernel buffer does."""
         self.held: deque[Response] = deque()
         """Answers of cancelled calls, given back: the next receive or accept takes them first."""
 
@@ -85,6 +89,7 @@ class Entry:
             peer=_address(self.sock.getpeername),
             listening=self.listening,
             owner=self.owner,
+            dropped=self.dropped,
         )
 
     async def wait_ready(self, *, write: bool, timeout: float | None, gone: Gone | None = None) -> bool:

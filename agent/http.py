@@ -48,6 +48,7 @@ _CALL_ERRORS = (
     ErrorCode.UNSUPPORTED_MEDIA_TYPE,
     ErrorCode.BAD_REQUEST,
     ErrorCode.LIMIT_EXCEEDED,
+    ErrorCode.END_OF_STREAM,
 )
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {

@@ -10,6 +10,8 @@ import errno
 import ipaddress
 import os
 import socket
+import struct
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -18,11 +20,17 @@ from typing import TypeVar
 from protocol import ErrorCode
 from protocol import models as m
 from protocol.errors import over_max_bufsize
+from protocol.framing import Framing
 
+from . import options
 from .descriptors import FAMILIES, TYPES, DescriptorTable, Entry, Gone, SocketAddress, futures
 from .faults import CallerGone, Fault
 from .policy import IPAddress, Policy
 from .settings import Limits, Principal
+
+if sys.platform != "win32":
+    import fcntl
+    import termios
 
 T = TypeVar("T")
 _RECVMSG = hasattr(socket.socket, "recvmsg")
@@ -119,12 +127,82 @@ class Operations:
             await _attempt(entry, entry.writer, None, True, lambda: entry.sock.send(request.data))
             entry.bytes_out += len(request.data)
             return m.SendResponse(sent=len(request.data))
-        view, sent = memoryview(request.data), 0
-        async with entry.writer:
-            while sent < len(view):
-                sent += await entry.attempt(partial(entry.sock.send, view[sent:]), write=True) or 0
-        entry.bytes_out += sent
-        return m.SendResponse(sent=sent)
+        return m.SendResponse(sent=await _send_all(entry, request.data))
+
+    async def send_to(self, request: m.SendToRequest, principal: Principal) -> m.SendResponse:
+        entry = self.table.get(request.descriptor, principal.name)
+        if entry.stream:
+            raise OSError(errno.EOPNOTSUPP, "send_to needs a SOCK_DGRAM socket; a TCP socket sends to its peer: send")
+        target = await self._resolve(entry, "connect", request.host, request.port)
+        await _attempt(entry, entry.writer, None, True, lambda: entry.sock.sendto(request.data, target))
+        entry.bytes_out += len(request.data)
+        return m.SendResponse(sent=len(request.data))
+
+    async def read_line(
+        self, request: m.ReadLineRequest, principal: Principal, gone: Gone | None = None
+    ) -> m.ReceiveResponse:
+        entry = self._framed_entry(request.descriptor, principal, "read_line")
+        framing = Framing(terminator=request.terminator.encode("latin-1"), limit=request.max_length)
+        async with self._wait_slot(principal):
+            return await framed_read(entry, framing, request.wait, gone)
+
+    async def query(self, request: m.QueryRequest, principal: Principal, gone: Gone | None = None) -> m.ReceiveResponse:
+        entry = self._framed_entry(request.descriptor, principal, "query")
+        await _send_all(entry, request.data)
+        framing = Framing(terminator=request.terminator.encode("latin-1"), limit=request.max_length)
+        async with self._wait_slot(principal):
+            return await framed_read(entry, framing, request.wait, gone)
+
+    async def receive_exactly(
+        self, request: m.ReceiveExactlyRequest, principal: Principal, gone: Gone | None = None
+    ) -> m.ReceiveResponse:
+        entry = self._framed_entry(request.descriptor, principal, "receive_exactly")
+        if request.nbytes > self.limits.max_bufsize:
+            raise Fault(ErrorCode.PAYLOAD_TOO_LARGE, over_max_bufsize(request.nbytes, self.limits.max_bufsize))
+        async with self._wait_slot(principal):
+            return await framed_read(entry, Framing(size=request.nbytes), request.wait, gone)
+
+    async def bytes_available(self, request: m.DescriptorRequest, principal: Principal) -> m.AvailableResponse:
+        entry = self.table.get(request.descriptor, principal.name)
+        held = sum(len(given.data) for given in entry.held if isinstance(given, m.ReceiveResponse))
+        return m.AvailableResponse(available=held + _readable_now(entry.sock), streamed=entry.streamed)
+
+    async def set_option(self, request: m.SetOptionRequest, principal: Principal) -> m.OptionResponse:
+        entry = self.table.get(request.descriptor, principal.name)
+        value = options.set_option(entry.sock, request.name, request.value)
+        return m.OptionResponse(name=request.name, value=value)
+
+    async def get_option(self, request: m.OptionRequest, principal: Principal) -> m.OptionResponse:
+        entry = self.table.get(request.descriptor, principal.name)
+        return m.OptionResponse(name=request.name, value=options.get_option(entry.sock, request.name))
+
+    async def shutdown(self, request: m.ShutdownRequest, principal: Principal) -> m.SocketInfo:
+        entry = self.table.get(request.descriptor, principal.name)
+        entry.sock.shutdown(getattr(socket, request.how))
+        return entry.info()
+
+    async def join_group(self, request: m.GroupRequest, principal: Principal) -> m.GroupResponse:
+        return await self._membership(request, principal, join=True)
+
+    async def leave_group(self, request: m.GroupRequest, principal: Principal) -> m.GroupResponse:
+        return await self._membership(request, principal, join=False)
+
+    async def _membership(self, request: m.GroupRequest, principal: Principal, join: bool) -> m.GroupResponse:
+        """A group is a destination: joining one needs the policy's leave to reach it at the socket's port."""
+        entry = self.table.get(request.descriptor, principal.name)
+        port = entry.sock.getsockname()[1]
+        refusal = await self.policy.refusal("connect", request.group, port, self._resolve_rule_name)
+        if refusal:
+            raise Fault(ErrorCode.PERMISSION_DENIED, f"joining group {request.group}: {refusal}")
+        options.membership(entry.sock, request.group, request.interface, join)
+        return m.GroupResponse(group=request.group, interface=request.interface, joined=join)
+
+    def _framed_entry(self, descriptor: int, principal: Principal, method: str) -> Entry:
+        entry = self.table.get(descriptor, principal.name)
+        _require_stream(entry, method)
+        if entry.listening:
+            raise OSError(errno.EINVAL, f"{method} reads a connection; this socket is listening: accept first")
+        return entry
 
     async def receive(
         self, request: m.ReceiveRequest, principal: Principal, gone: Gone | None = None
@@ -228,6 +306,50 @@ async def read(
     return await _attempt(entry, entry.reader, wait, False, partial(read_now, entry, size), gone)
 
 
+async def framed_read(entry: Entry, framing: Framing, wait: float, gone: Gone | None = None) -> m.ReceiveResponse:
+    """One frame (a line, or exact bytes) of a stream socket, from what was held back first; pending when `wait`
+    seconds pass first. Whatever it read and did not return stays first in line for the next read, so a read
+    that times out, fails or is cancelled loses nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    try:
+        await asyncio.wait_for(entry.reader.acquire(), wait)
+    except TimeoutError:
+        return m.ReceiveResponse(pending=True)
+    try:
+        while True:
+            if entry.held:
+                given = entry.held.popleft()
+                assert isinstance(given, m.ReceiveResponse)  # a connection's socket holds only what receives gave back
+                piece = given.data
+            else:
+                read = partial(entry.sock.recv, min(framing.wants(), 1 << 20))
+                got = await entry.attempt(read, write=False, deadline=deadline, gone=gone)
+                if got is None:
+                    return m.ReceiveResponse(pending=True, buffered=framing.buffered)
+                if not got:
+                    raise Fault(ErrorCode.END_OF_STREAM, framing.incomplete())
+                entry.bytes_in += len(got)
+                piece = got
+            if framing.feed(piece):
+                assert framing.frame is not None
+                return m.ReceiveResponse(data=framing.frame)
+    finally:
+        if leftover := framing.rest:
+            entry.held.appendleft(m.ReceiveResponse(data=leftover))
+        entry.reader.release()
+
+
+def _readable_now(sock: socket.socket) -> int:
+    """Bytes the OS holds for the socket now (on UDP: the next datagram's)."""
+    if sys.platform != "win32":
+        return int(struct.unpack("@i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0])
+    try:  # Windows has no FIONREAD here: what a peek sees
+        return len(sock.recv(1 << 20, socket.MSG_PEEK))
+    except OSError:
+        return 0
+
+
 def read_now(entry: Entry, size: int) -> m.ReceiveResponse:
     """What `read` gets, if it is there now; BlockingIOError if not."""
     if entry.stream:
@@ -277,6 +399,16 @@ async def _attempt(
         return await entry.attempt(call, write=write, deadline=deadline, gone=gone)
     finally:
         lock.release()
+
+
+async def _send_all(entry: Entry, data: bytes) -> int:
+    """Send all of `data` on a stream socket, in order with its other sends."""
+    view, sent = memoryview(data), 0
+    async with entry.writer:
+        while sent < len(view):
+            sent += await entry.attempt(partial(entry.sock.send, view[sent:]), write=True) or 0
+    entry.bytes_out += sent
+    return sent
 
 
 async def _connect_stream(entry: Entry, target: SocketAddress) -> None:

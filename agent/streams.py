@@ -85,12 +85,13 @@ class Stream:
             entry.reading_ahead = True
             try:
                 while self.end is None:
-                    while self.sent >= self.limit:
+                    while self.sent >= self.limit and entry.stream:  # a datagram stream reads on, and drops
                         self._room.clear()
                         await self._room.wait()
                     await self._pump()
             finally:
                 entry.reading_ahead = False
+                entry.streamed = None
 
     async def _pump(self) -> None:
         entry = self.entry
@@ -118,7 +119,9 @@ class Stream:
         """Read what is there (what a cancelled call gave back first) within the window; whether to read on."""
         entry = self.entry
         if self.sent >= self.limit:
-            return False
+            if entry.stream:
+                return False
+            return self._drop()
         if entry.held and isinstance(entry.held[0], m.ReceiveResponse):
             got = entry.held.popleft()
             assert isinstance(got, m.ReceiveResponse)
@@ -134,9 +137,19 @@ class Stream:
         peer = [got.peer.host, got.peer.port] if got.peer else None
         frame = DataFrame(entry.descriptor, self.sent, got.data, peer)
         self.sent += self._length(frame)
+        entry.streamed = self.sent
         self._kept.append(frame)
         self.emit(frame)
-        return self.sent < self.limit
+        return self.sent < self.limit or not entry.stream
+
+    def _drop(self) -> bool:
+        """A datagram past a full window is read and counted as dropped, as a full kernel buffer drops it."""
+        try:
+            self.entry.sock.recv(DATAGRAM)
+        except BlockingIOError:
+            return True
+        self.entry.dropped += 1
+        return True
 
     def _length(self, frame: DataFrame) -> int:
         """How far a frame moves the stream's offset: its bytes, or one datagram."""

@@ -14,6 +14,7 @@ from protocol import (
     AgentRestartedError,
     AgentUnreachableError,
     AuthenticationError,
+    IncompleteReadError,
     LimitExceededError,
     ProtocolError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "AuthenticationError",
     "Call",
     "HttpTransport",
+    "IncompleteReadError",
     "LimitExceededError",
     "ProtocolError",
     "Reply",

@@ -42,6 +42,7 @@ from protocol.channel import (
     encode,
 )
 from protocol.errors import RESTARTED, over_max_bufsize
+from protocol.framing import Framing
 from protocol.models import LONG_POLL
 
 from .transport import Call, Reply
@@ -82,6 +83,33 @@ class _Stream:
     """(data, sender); the first chunk may be partly taken already (`cut` bytes of it)."""
     cut: int = 0
     end: EndFrame | None = None
+    seen: int = -1
+    """`received` when a framed read last looked and found no whole frame: it waits for more than that."""
+
+    def arrived(self) -> bool:
+        return bool(self.chunks) and self.received != self.seen
+
+    def buffered(self) -> int:
+        """Bytes (or datagrams) here that no receive has taken."""
+        return self.received - self.consumed
+
+    def take(self, size: int) -> bytes:
+        """Up to `size` bytes from the front; a whole chunk that fits is handed over as it is, not copied."""
+        if not self.cut and len(self.chunks[0][0]) <= size and len(self.chunks) == 1:
+            data = self.chunks.popleft()[0]
+            self.consumed += len(data)
+            return data
+        taken = bytearray()
+        while self.chunks and len(taken) < size:
+            data = self.chunks[0][0]
+            piece = data[self.cut : self.cut + size - len(taken)]
+            taken += piece
+            self.cut += len(piece)
+            if self.cut == len(data):
+                self.chunks.popleft()
+                self.cut = 0
+        self.consumed += len(taken)
+        return bytes(taken)
 
     def grant(self) -> bytes:
         """Open the window again from what receives took; the agent may forget what they took."""
@@ -178,10 +206,15 @@ class ChannelState:
             return Reply(failure, reply.boot) if failure else reply  # closed, and the send that failed is raised
         if (failure := self.failure(descriptor)) is not None:
             return Reply(failure, self.boot)
-        if self.pipeline and call.method is METHODS.send:
+        if self.pipeline and call.method in (METHODS.send, METHODS.send_to):
             return (yield from self._post(call, descriptor))
-        if self.read_ahead and call.method is METHODS.receive and (self.info is None or self.info.read_ahead != 0):
-            return (yield from self._receive(call))
+        if self.read_ahead and (self.info is None or self.info.read_ahead != 0):
+            if call.method is METHODS.receive:
+                return (yield from self._receive(call))
+            if call.method in (METHODS.read_line, METHODS.receive_exactly, METHODS.query):
+                return (yield from self._framed(call))
+            if call.method is METHODS.bytes_available and descriptor in self._streams:
+                return (yield from self._available(call, self._streams[descriptor]))
         return (yield from self._request(call))
 
     def flushing(self, descriptor: int | None = None) -> Flow:
@@ -213,22 +246,61 @@ class ChannelState:
         return reply
 
     def _receive(self, call: Call) -> Flow:
-        """A receive answered from its socket's stream, waiting at most the call's `wait` for data. While it
-        waits it grants again every `touch_every()` seconds: a socket waited on is no idle socket."""
+        """A receive answered from its socket's stream."""
         request = call.request
         assert isinstance(request, m.ReceiveRequest)
-        if self.info and self.info.max_bufsize is not None and request.bufsize > self.info.max_bufsize:
-            message = over_max_bufsize(request.bufsize, self.info.max_bufsize)
-            return Reply(ErrorDetail(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message, method="receive"), self.boot)
-        stream = self._streams.get(request.descriptor)
+        if (refusal := self._over_max_bufsize(request.bufsize, "receive")) is not None:
+            return Reply(refusal, self.boot)
+        stream = yield from self._stream(request.descriptor)
+        return (yield from self._serve(call, stream, lambda: self._take(stream, request.bufsize)))
+
+    def _framed(self, call: Call) -> Flow:
+        """A line or an exact read answered from its socket's stream, framed here as the agent frames it; a query
+        sends its question as a pipelined send under its own seq first. The frame must fit in the stream's
+        window, which is all the agent reads ahead."""
+        request = call.request
+        assert isinstance(request, m.ReadLineRequest | m.ReceiveExactlyRequest)
+        method = call.method.name
+        nbytes = request.nbytes if isinstance(request, m.ReceiveExactlyRequest) else 0
+        if (refusal := self._over_max_bufsize(nbytes, method)) is not None:
+            return Reply(refusal, self.boot)
+        framing = _framing(request)
+        stream = yield from self._stream(request.descriptor)
+        if framing.wants() > stream.window and not stream.datagrams:
+            message = (
+                f"a frame of up to {framing.wants()} bytes is over the channel's read-ahead window of {stream.window}"
+            )
+            return Reply(ErrorDetail(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message, method=method), self.boot)
+        if isinstance(request, m.QueryRequest):
+            question = m.SendRequest(descriptor=request.descriptor, data=request.data)
+            yield from self._post(Call(METHODS.send, question, call.call_id, call.boot), request.descriptor)
+        return (yield from self._serve(call, stream, lambda: self._take_framed(stream, _framing(request), method)))
+
+    def _available(self, call: Call, stream: _Stream) -> Flow:
+        """What the agent can give now, and what its stream read that no receive here has taken yet."""
+        reply = yield from self._request(call)
+        answer = reply.outcome
+        if not isinstance(answer, m.AvailableResponse) or answer.streamed is None or stream.datagrams:
+            return reply
+        ahead = max(0, answer.streamed - stream.consumed)
+        return Reply(m.AvailableResponse(available=answer.available + ahead, streamed=answer.streamed), reply.boot)
+
+    def _stream(self, descriptor: int) -> Generator[Step, bool, _Stream]:
+        """The socket's stream; granted its first window when there is none yet."""
+        stream = self._streams.get(descriptor)
         if stream is None:
             window = min(self.read_ahead, (self.info.read_ahead if self.info else None) or self.read_ahead)
-            stream = self._streams[request.descriptor] = _Stream(request.descriptor, window)
+            stream = self._streams[descriptor] = _Stream(descriptor, window)
             yield stream.grant()
-        left = request.wait
-        while (outcome := self._take(stream, request.bufsize)) is None:
+        return stream
+
+    def _serve(self, call: Call, stream: _Stream, take: Callable[[], m.ReceiveResponse | ErrorDetail | None]) -> Flow:
+        """The answer `take()` finds in the stream, waiting at most the call's `wait` for data. While it waits it
+        grants again every `touch_every()` seconds: a socket waited on is no idle socket."""
+        left = getattr(call.request, "wait", LONG_POLL)
+        while (outcome := self.failure(stream.descriptor) or take()) is None:  # a send that failed meanwhile first
             if left <= 0:
-                return Reply(m.ReceiveResponse(pending=True), self.boot)
+                return Reply(m.ReceiveResponse(pending=True, buffered=stream.buffered()), self.boot)
             touch = min(left, self.touch_every())
             if not (yield Wait(lambda: self._readable(stream), touch)):
                 left -= touch
@@ -239,6 +311,12 @@ class ChannelState:
         if stream.consumed - stream.granted_at >= max(1, stream.window // 8):
             yield stream.grant()
         return Reply(outcome, self.boot)
+
+    def _over_max_bufsize(self, size: int, method: str) -> ErrorDetail | None:
+        if self.info and self.info.max_bufsize is not None and size > self.info.max_bufsize:
+            message = over_max_bufsize(size, self.info.max_bufsize)
+            return ErrorDetail(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message, method=method)
+        return None
 
     def _stream_gone(self, call: Call) -> ErrorDetail:
         if call.boot and call.boot != self.boot:
@@ -252,7 +330,14 @@ class ChannelState:
         )
 
     def _readable(self, stream: _Stream) -> bool:
-        return bool(stream.chunks) or stream.end is not None or self._streams.get(stream.descriptor) is not stream
+        """Whether something arrived since the wait began (new data, the end), or the stream went."""
+        posted = self._posted.get(stream.descriptor)
+        return (
+            stream.arrived()
+            or stream.end is not None
+            or self._streams.get(stream.descriptor) is not stream
+            or (posted is not None and posted.failure is not None)
+        )
 
     def touch_every(self) -> float:
         """Seconds between a waiting receive's grants: well within the agent's idle_timeout."""
@@ -308,27 +393,35 @@ class ChannelState:
             stream.consumed += 1
             sender = m.Address(host=peer[0], port=peer[1]) if peer else None
             return m.ReceiveResponse(data=data[:bufsize], peer=sender, truncated=len(data) > bufsize)
-        if stream.chunks and not stream.cut and len(stream.chunks[0][0]) <= bufsize and len(stream.chunks) == 1:
-            data = stream.chunks.popleft()[0]  # the whole of what arrived: handed over as it is, not copied
-            stream.consumed += len(data)
-            return m.ReceiveResponse(data=data)
         if stream.chunks:
-            taken = bytearray()
-            while stream.chunks and len(taken) < bufsize:
-                data = stream.chunks[0][0]
-                piece = data[stream.cut : stream.cut + bufsize - len(taken)]
-                taken += piece
-                stream.cut += len(piece)
-                if stream.cut == len(data):
-                    stream.chunks.popleft()
-                    stream.cut = 0
-            stream.consumed += len(taken)
-            return m.ReceiveResponse(data=bytes(taken))
+            return m.ReceiveResponse(data=stream.take(bufsize))
         if stream.end is None:
             return None
         if stream.end.error is None:
             return m.ReceiveResponse(eof=True)  # and so is every later receive, as on a local socket
         del self._streams[stream.descriptor]  # told once; a later receive starts afresh
+        return ErrorDetail.model_validate(stream.end.error)
+
+    def _take_framed(self, stream: _Stream, framing: Framing, method: str) -> m.ReceiveResponse | ErrorDetail | None:
+        """The frame the stream holds whole, taken; None while it is not there yet. Nothing is taken otherwise:
+        a line over its limit, or the end of the stream before the frame, leaves every byte readable."""
+        if stream.datagrams:
+            message = f"{method} reads a stream: on a datagram socket, receive each datagram"
+            return ErrorDetail(code=ErrorCode.OS_ERROR, message=message, errno_name="EOPNOTSUPP", method=method)
+        try:
+            for index, (data, _) in enumerate(stream.chunks):
+                if framing.feed(data, stream.cut if index == 0 else 0):
+                    assert framing.frame is not None
+                    stream.take(framing.used)
+                    return m.ReceiveResponse(data=framing.frame)
+        except ValueError as exc:
+            return ErrorDetail(code=ErrorCode.BAD_REQUEST, message=str(exc), method=method)
+        if stream.end is None:
+            stream.seen = stream.received
+            return None
+        if stream.end.error is None or stream.chunks:
+            return ErrorDetail(code=ErrorCode.END_OF_STREAM, message=framing.incomplete(), method=method)
+        del self._streams[stream.descriptor]  # told once; a later read starts afresh
         return ErrorDetail.model_validate(stream.end.error)
 
     def _streamed(self, frame: DataFrame | EndFrame) -> None:
@@ -455,6 +548,13 @@ class ChannelState:
             )
         if not posted.calls and posted.failure is None:
             del self._posted[descriptor]
+
+
+def _framing(request: m.ReadLineRequest | m.ReceiveExactlyRequest) -> Framing:
+    """What a framed read's request asks for, as the agent frames it."""
+    if isinstance(request, m.ReceiveExactlyRequest):
+        return Framing(size=request.nbytes)
+    return Framing(terminator=request.terminator.encode("latin-1"), limit=request.max_length)
 
 
 def _restarted(method: str) -> ErrorDetail:

@@ -38,6 +38,7 @@ from protocol import (
     to_bytes,
 )
 from protocol.errors import describe_validation, is_type_error, where
+from protocol.framing import MAX_TERMINATOR, item_size, pack_values, unpack_values
 from protocol.models import (
     LONG_POLL,
     AcceptResponse,
@@ -182,17 +183,86 @@ class SocketCore:
         return 0
 
     def _send_flow(self, message: Any) -> Flow[int]:
-        try:
-            data = to_bytes(message)
-        except (TypeError, ValueError) as exc:  # "message must be bytes ...: encode it first", and where
-            kind = TypeError if isinstance(exc, TypeError) else ValueError
-            raise kind(f"{self._where('send')}: {exc}") from None
+        data = self._bytes("send", message)
         if self.socket_type == "SOCK_DGRAM" or len(data) <= CHUNK:
             return (yield from self._call(METHODS.send, data=data)).sent
         sent = 0
         for start in range(0, len(data), CHUNK):
             sent += (yield from self._call(METHODS.send, data=data[start : start + CHUNK])).sent
         return sent
+
+    def _send_to_flow(self, message: Any, host: str, port: int) -> Flow[int]:
+        data = self._bytes("send_to", message)
+        return (yield from self._call(METHODS.send_to, data=data, host=host, port=port)).sent
+
+    def _write_line_flow(self, text: str, terminator: str | bytes, encoding: str) -> Flow[int]:
+        return (yield from self._send_flow(self._line(text, terminator, encoding, "write_line")))
+
+    def _read_line_flow(
+        self, terminator: str | bytes, timeout: float | None, encoding: str, max_length: int
+    ) -> Flow[str]:
+        ending = self._terminator(terminator, encoding, "read_line")
+        line = yield from self._framed(
+            METHODS.read_line, timeout, terminator=ending.decode("latin-1"), max_length=max_length
+        )
+        return self._text(line, encoding, "read_line")
+
+    def _query_flow(
+        self, text: str, terminator: str | bytes, timeout: float | None, encoding: str, max_length: int
+    ) -> Flow[str]:
+        data = self._line(text, terminator, encoding, "query")
+        ending = self._terminator(terminator, encoding, "query").decode("latin-1")
+        answer = yield from self._framed(
+            METHODS.query, timeout, METHODS.read_line, data=data, terminator=ending, max_length=max_length
+        )
+        return self._text(answer, encoding, "query")
+
+    def _receive_exactly_flow(self, nbytes: int, timeout: float | None) -> Flow[bytes]:
+        return (yield from self._framed(METHODS.receive_exactly, timeout, nbytes=nbytes))
+
+    def _read_values_flow(
+        self, count: int, datatype: str, byte_order: str, timeout: float | None
+    ) -> Flow[list[int] | list[float]]:
+        try:
+            size = item_size(datatype)
+            unpack_values(b"", datatype, byte_order)
+        except ValueError as exc:
+            raise ValueError(f"{self._where('read_values')}: {exc}") from None
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError(f"{self._where('read_values')}: count must be an int, not {type(count).__name__}")
+        if count < 0:
+            raise ValueError(f"{self._where('read_values')}: count must be >= 0, not {count}")
+        if count == 0:
+            return []
+        data = yield from self._framed(METHODS.receive_exactly, timeout, nbytes=count * size)
+        return unpack_values(data, datatype, byte_order)
+
+    def _write_values_flow(self, values: Any, datatype: str, byte_order: str) -> Flow[int]:
+        try:
+            data = pack_values(list(values), datatype, byte_order)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{self._where('write_values')}: {exc}") from None
+        return (yield from self._send_flow(data))
+
+    def _bytes_available_flow(self) -> Flow[int]:
+        return (yield from self._call(METHODS.bytes_available)).available
+
+    def _set_option_flow(self, name: str, value: bool | int) -> Flow[None]:
+        yield from self._call(METHODS.set_option, name=name, value=value)
+
+    def _get_option_flow(self, name: str) -> Flow[bool | int]:
+        return (yield from self._call(METHODS.get_option, name=name)).value
+
+    def _shutdown_flow(self, how: str | int) -> Flow[None]:
+        how = _SHUTDOWNS.get(how, how) if isinstance(how, int) and not isinstance(how, bool) else how
+        info = yield from self._call(METHODS.shutdown, how=how)
+        self._update(info.local, info.peer)
+
+    def _group_flow(self, group: str, interface: str | None, join: bool) -> Flow[None]:
+        yield from self._call(METHODS.join_group if join else METHODS.leave_group, group=group, interface=interface)
+
+    def _dropped_flow(self) -> Flow[int]:
+        return (yield from self._call(METHODS.describe)).dropped
 
     def _receive_flow(self, bufsize: int, timeout: float | None) -> Flow[ResultUIntList | None]:
         try:
@@ -235,7 +305,54 @@ class SocketCore:
             raise self._not_open(method.name)
         return (yield from one_call(self.agent.url, method, self._boot, None, **fields))[0]
 
-    def _wait(self, method: Method[Req, Waited], timeout: float | None, **fields: Any) -> Flow[Waited]:
+    def _framed(
+        self, method: Method[Req, ReceiveResponse], timeout: float | None, then: AnyMethod | None = None, **fields: Any
+    ) -> Flow[bytes]:
+        """A framed read's bytes; on timeout, a TimeoutError that says how many came (they stay readable)."""
+        try:
+            result = yield from self._wait(method, timeout, then=then, **fields)
+        except _WaitExpired as exc:
+            buffered = exc.last.buffered if isinstance(exc.last, ReceiveResponse) else 0
+            raise TimeoutError(f"{exc}, with {buffered} bytes read so far; they stay readable") from None
+        return result.data
+
+    def _bytes(self, method: str, message: Any) -> bytes:
+        try:
+            return to_bytes(message)
+        except (TypeError, ValueError) as exc:  # "message must be bytes ...: encode it first", and where
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"{self._where(method)}: {exc}") from None
+
+    def _terminator(self, terminator: str | bytes, encoding: str, method: str) -> bytes:
+        ending = (
+            self._encoded(terminator, encoding, method, "terminator") if isinstance(terminator, str) else terminator
+        )
+        if not isinstance(ending, bytes | bytearray) or not 1 <= len(ending) <= MAX_TERMINATOR:
+            raise ValueError(
+                f"{self._where(method)}: terminator must be 1..{MAX_TERMINATOR} bytes (or a str), not {terminator!r}"
+            )
+        return bytes(ending)
+
+    def _line(self, text: str, terminator: str | bytes, encoding: str, method: str) -> bytes:
+        if not isinstance(text, str):
+            raise TypeError(f"{self._where(method)}: text must be a str, not {type(text).__name__}")
+        return self._encoded(text, encoding, method, "text") + self._terminator(terminator, encoding, method)
+
+    def _encoded(self, text: str, encoding: str, method: str, what: str) -> bytes:
+        try:
+            return text.encode(encoding)
+        except (UnicodeError, LookupError) as exc:
+            raise ValueError(f"{self._where(method)}: {what} {text!r} cannot be encoded as {encoding}: {exc}") from None
+
+    def _text(self, data: bytes, encoding: str, method: str) -> str:
+        try:
+            return data.decode(encoding)
+        except UnicodeError as exc:
+            raise ValueError(f"{self._where(method)}: the line {data[:80]!r} is not {encoding}: {exc}") from None
+
+    def _wait(
+        self, method: Method[Req, Waited], timeout: float | None, then: AnyMethod | None = None, **fields: Any
+    ) -> Flow[Waited]:
         """A blocking call as a series of bounded waits, so no HTTP timeout ever cuts it.
 
         Interrupted (KeyboardInterrupt, or cancelled in asyncio), the wait is cancelled on the agent with
@@ -263,7 +380,10 @@ class SocketCore:
             if not result.pending:
                 return result
             if deadline is not None and time.monotonic() >= deadline:
-                raise _WaitExpired(f"{self._where(name)}: timed out after {timeout} s")
+                raise _WaitExpired(f"{self._where(name)}: timed out after {timeout} s", result)
+            if then is not None:  # what a query sent went once: the rest is waiting for its answer
+                method, then = then, None
+                fields.pop("data")
 
     def _not_open(self, method: str) -> OSError:
         """What a call on a socket this client closed raises, without asking the agent: what the agent would."""
@@ -275,6 +395,14 @@ class SocketCore:
 
 class _WaitExpired(TimeoutError):
     """The caller's own timeout passed; unlike an OS ETIMEDOUT from the agent, receive answers None."""
+
+    def __init__(self, message: str, last: Response) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+_SHUTDOWNS = {0: "SHUT_RD", 1: "SHUT_WR", 2: "SHUT_RDWR"}
+"""socket.SHUT_* numbers (the same on every system Python runs on), as the names the agent takes."""
 
 
 class AgentCore:

@@ -40,6 +40,10 @@ class ProtocolError(AgentError):
     """The agent answered something this client does not understand."""
 
 
+class IncompleteReadError(EOFError):
+    """The peer closed the connection before a line or an exact read was complete; what came stays readable."""
+
+
 RESTARTED = "the agent restarted since this socket was created; its sockets are gone"
 """The message of agent_restarted, whichever side finds it out."""
 
@@ -65,6 +69,7 @@ class ErrorCode(str, Enum):
     LIMIT_EXCEEDED = "limit_exceeded"
     CALL_ID_REUSED = "call_id_reused"
     AGENT_OFFLINE = "agent_offline"
+    END_OF_STREAM = "end_of_stream"
     INTERNAL = "internal"
 
     @property
@@ -86,6 +91,7 @@ _STATUS = {
     ErrorCode.LIMIT_EXCEEDED: 429,
     ErrorCode.CALL_ID_REUSED: 409,
     ErrorCode.AGENT_OFFLINE: 503,
+    ErrorCode.END_OF_STREAM: 409,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -185,6 +191,8 @@ def exception_for(detail: ErrorDetail, where: str) -> Exception:
         return ProtocolError(message)
     if detail.code is ErrorCode.AGENT_OFFLINE:
         return AgentOfflineError(message)
+    if detail.code is ErrorCode.END_OF_STREAM:
+        return IncompleteReadError(message)
     return AgentError(message)
 
 

@@ -63,6 +63,18 @@ class MethodTable:
     connect = Method(m.ConnectRequest, m.ConnectResponse, "Connect to a peer (TCP) or set the peer (UDP).")
     send = Method(m.SendRequest, m.SendResponse, "Send bytes: all of them on TCP, one datagram on UDP.")
     receive = Method(m.ReceiveRequest, m.ReceiveResponse, "Receive up to bufsize bytes, or one datagram.")
+    send_to = Method(
+        m.SendToRequest, m.SendResponse, "Send one datagram to an address, from an unconnected UDP socket."
+    )
+    read_line = Method(m.ReadLineRequest, m.ReceiveResponse, "Receive one line (TCP), without its terminator.")
+    query = Method(m.QueryRequest, m.ReceiveResponse, "Send bytes, then receive one line: a question and its answer.")
+    receive_exactly = Method(m.ReceiveExactlyRequest, m.ReceiveResponse, "Receive exactly nbytes bytes (TCP).")
+    bytes_available = Method(m.DescriptorRequest, m.AvailableResponse, "Bytes that can be read now without waiting.")
+    set_option = Method(m.SetOptionRequest, m.OptionResponse, "Set a socket option of the allow-list, by name.")
+    get_option = Method(m.OptionRequest, m.OptionResponse, "Get a socket option of the allow-list, by name.")
+    shutdown = Method(m.ShutdownRequest, m.SocketInfo, "Shut down reading, writing or both (half-close).")
+    join_group = Method(m.GroupRequest, m.GroupResponse, "Join a multicast group (UDP).")
+    leave_group = Method(m.GroupRequest, m.GroupResponse, "Leave a multicast group (UDP).")
     is_open = Method(m.IsOpenRequest, m.IsOpenResponse, "Whether a descriptor is open.")
     close = Method(m.DescriptorRequest, m.CloseResponse, "Close a socket; closing twice is not an error.")
     sockets = Method(m.ListRequest, m.SocketList, "The caller's open sockets; an admin may ask for everyone's.")

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .addresses import host_port
+from .framing import MAX_LINE, MAX_TERMINATOR
 from .payload import MAX_PAYLOAD, Payload
 
 Family = Literal["AF_INET", "AF_INET6"]
@@ -103,6 +104,7 @@ class SocketInfo(Response):
     peer: Address | None = None
     listening: bool = False
     owner: str | None = Field(default=None, description="The principal whose socket it is.")
+    dropped: int = Field(default=0, description="Datagrams dropped because a stream's window was full.")
 
 
 class ListRequest(Request):
@@ -152,6 +154,74 @@ class SendResponse(Response):
     sent: int
 
 
+class SendToRequest(DescriptorRequest):
+    data: Payload
+    host: Host
+    port: Port
+
+
+OptionName = Literal[
+    "SO_REUSEADDR",
+    "SO_REUSEPORT",
+    "SO_BROADCAST",
+    "SO_KEEPALIVE",
+    "SO_RCVBUF",
+    "SO_SNDBUF",
+    "TCP_NODELAY",
+    "IP_TTL",
+    "IP_MULTICAST_TTL",
+    "IP_MULTICAST_LOOP",
+    "IPV6_V6ONLY",
+    "IPV6_UNICAST_HOPS",
+    "IPV6_MULTICAST_HOPS",
+    "IPV6_MULTICAST_LOOP",
+]
+"""The socket options a caller may set and get, by name; no other option reaches setsockopt."""
+
+
+class OptionRequest(DescriptorRequest):
+    name: OptionName
+
+
+class SetOptionRequest(OptionRequest):
+    value: bool | int = Field(description="true/false for a flag, a number for a size, a TTL or hops.")
+
+
+class OptionResponse(Response):
+    name: str
+    value: bool | int
+
+
+class ShutdownRequest(DescriptorRequest):
+    how: Literal["SHUT_RD", "SHUT_WR", "SHUT_RDWR"]
+
+
+def _multicast(value: str) -> str:
+    try:
+        group = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"group {value!r} is not an IP address") from None
+    if not group.is_multicast:
+        raise ValueError(f"{value} is not a multicast group (224.0.0.0/4 or ff00::/8)")
+    return value
+
+
+class GroupRequest(DescriptorRequest):
+    group: Annotated[str, Field(max_length=64, description="A multicast group address."), AfterValidator(_multicast)]
+    interface: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The local interface: its IPv4 address or its name (IPv6: its name or index); "
+        "none lets the system choose.",
+    )
+
+
+class GroupResponse(Response):
+    group: str
+    interface: str | None = None
+    joined: bool = Field(description="True after join_group, false after leave_group.")
+
+
 class ReceiveRequest(DescriptorRequest):
     bufsize: int = Field(ge=1, le=MAX_PAYLOAD)
     wait: Wait = LONG_POLL
@@ -164,6 +234,43 @@ class ReceiveResponse(Response):
     peer: Address | None = Field(default=None, description="The sender of a datagram.")
     truncated: bool = Field(
         default=False, description="The datagram was longer than bufsize and was cut, as MSG_TRUNC says."
+    )
+    buffered: int = Field(
+        default=0, description="With pending, from a framed read: the bytes it has so far, kept for the next read."
+    )
+
+
+Terminator = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TERMINATOR,
+        pattern=r"^[\x00-\xff]+$",
+        description="The bytes that end a line, each as the character of the same number (latin-1): "
+        '"\\n", "\\r\\n", "\\r", ...',
+    ),
+]
+
+
+class ReadLineRequest(DescriptorRequest):
+    terminator: Terminator = "\n"
+    max_length: int = Field(default=MAX_LINE, ge=1, le=MAX_PAYLOAD, description="The longest line, in bytes.")
+    wait: Wait = LONG_POLL
+
+
+class QueryRequest(ReadLineRequest):
+    data: Payload = Field(description="Sent whole first; then a line is read.")
+
+
+class ReceiveExactlyRequest(DescriptorRequest):
+    nbytes: int = Field(ge=1, le=MAX_PAYLOAD)
+    wait: Wait = LONG_POLL
+
+
+class AvailableResponse(Response):
+    available: int = Field(description="Bytes readable now on the agent: the socket's and what the agent holds.")
+    streamed: int | None = Field(
+        default=None, description="The offset a channel's stream of this socket has read up to, if one reads it."
     )
 
 

@@ -93,7 +93,7 @@ def sandboxed_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbo
     listener.listen(128)
     listener.set_inheritable(True)
     fd = listener.fileno()
-    agent = [sys.executable, "-m", "agent", "--fd", str(fd), "--token", token, *POLICY]
+    agent = [sys.executable, "-m", "agent", "--fd", str(fd), f"--token={token}", *POLICY]
     refusal = _namespace_refusal()
     if refusal is None:
         argv = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *agent]

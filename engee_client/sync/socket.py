@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, Self, TypeVar
+
+from protocol.framing import MAX_LINE
 
 from ..core import Flow, Runs, SocketCore
 from ..result import ResultUIntList
@@ -45,9 +48,82 @@ class Socket(SocketCore):
         """Up to `bufsize` bytes (TCP) or one datagram (UDP); None at end of stream or after `timeout`."""
         return self.agent._run(self._receive_flow(bufsize, timeout))
 
+    def send_to(self, message: bytes | bytearray | memoryview | list[int], host: str, port: int) -> int:
+        """Send one datagram to `host`:`port` from an unconnected UDP socket (a name is resolved on the agent)."""
+        return self.agent._run(self._send_to_flow(message, host, port))
+
+    def write_line(self, text: str, terminator: str | bytes = "\n", encoding: str = "ascii") -> int:
+        """Send `text` and the terminator; returns the bytes sent."""
+        return self.agent._run(self._write_line_flow(text, terminator, encoding))
+
+    def read_line(
+        self,
+        terminator: str | bytes = "\n",
+        timeout: float | None = None,
+        encoding: str = "ascii",
+        max_length: int = MAX_LINE,
+    ) -> str:
+        """One line, without its terminator; what follows it stays for the next read. TimeoutError after
+        `timeout`, IncompleteReadError if the peer closes first, ValueError past `max_length` bytes."""
+        return self.agent._run(self._read_line_flow(terminator, timeout, encoding, max_length))
+
+    def query(
+        self,
+        text: str,
+        terminator: str | bytes = "\n",
+        timeout: float | None = None,
+        encoding: str = "ascii",
+        max_length: int = MAX_LINE,
+    ) -> str:
+        """Write `text` as a line and read the answer line, in one round trip: `query("*IDN?")`."""
+        return self.agent._run(self._query_flow(text, terminator, timeout, encoding, max_length))
+
+    def receive_exactly(self, nbytes: int, timeout: float | None = None) -> bytes:
+        """Exactly `nbytes` bytes; TimeoutError or IncompleteReadError say how many came (they stay readable)."""
+        return self.agent._run(self._receive_exactly_flow(nbytes, timeout))
+
+    def read_values(
+        self, count: int, datatype: str = "uint8", byte_order: str = "little", timeout: float | None = None
+    ) -> list[int] | list[float]:
+        """`count` numbers of `datatype` (int8..uint64, float32, float64) in `byte_order`, as MATLAB's read."""
+        return self.agent._run(self._read_values_flow(count, datatype, byte_order, timeout))
+
+    def write_values(self, values: Sequence[int | float], datatype: str = "uint8", byte_order: str = "little") -> int:
+        """Send `values` as `datatype` items in `byte_order`; returns the bytes sent."""
+        return self.agent._run(self._write_values_flow(values, datatype, byte_order))
+
+    def bytes_available(self) -> int:
+        """Bytes a receive gets now without waiting: on the agent's socket and already on their way here."""
+        return self.agent._run(self._bytes_available_flow())
+
+    def set_option(self, name: str, value: bool | int) -> None:
+        """Set a socket option by name: SO_REUSEADDR, SO_BROADCAST, SO_RCVBUF, TCP_NODELAY, IP_MULTICAST_TTL, ..."""
+        return self.agent._run(self._set_option_flow(name, value))
+
+    def get_option(self, name: str) -> bool | int:
+        """A socket option's value, by name (the names set_option takes)."""
+        return self.agent._run(self._get_option_flow(name))
+
+    def shutdown(self, how: str | int) -> None:
+        """Shut down "SHUT_RD", "SHUT_WR" (a half-close: the peer reads EOF, and may still answer) or "SHUT_RDWR"."""
+        return self.agent._run(self._shutdown_flow(how))
+
+    def join_group(self, group: str, interface: str | None = None) -> None:
+        """Receive the multicast `group`'s datagrams, on `interface` (its address or name; none: the system's choice)."""
+        return self.agent._run(self._group_flow(group, interface, True))
+
+    def leave_group(self, group: str, interface: str | None = None) -> None:
+        """Stop receiving the multicast `group`."""
+        return self.agent._run(self._group_flow(group, interface, False))
+
     def is_open(self, socket_descriptor: int | None = None) -> bool:
         """Whether a descriptor (this socket's by default) is open on the agent."""
         return self.agent._run(self._is_open_flow(socket_descriptor))
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams the agent dropped on this socket because a stream's window was full (a call to the agent)."""
+        return self.agent._run(self._dropped_flow())
 
     def flush(self) -> None:
         """Wait until this socket's pipelined sends have their answers; raises the first that failed."""
