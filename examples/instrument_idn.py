@@ -1,4 +1,4 @@
-"""Ask a line-based instrument who it is: send `*IDN?` over TCP through the agent, read the reply line.
+"""Ask a line-based instrument who it is: `query("*IDN?")` over TCP through the agent, one round trip.
 
     ENGEE_AGENT_URL=... ENGEE_AGENT_TOKEN=... python examples/instrument_idn.py [HOST [PORT]]
 
@@ -11,23 +11,12 @@ import sys
 from engee_client import Sockets
 
 
-def ask(device, command: str) -> str:
-    """Send one command line and read one answer line."""
-    device.send(command.encode() + b"\n")
-    answer = b""
-    while not answer.endswith(b"\n"):
-        chunk = device.receive(1024, timeout=10)
-        if chunk is None:
-            raise ConnectionError(f"the instrument closed the connection after {answer!r}")
-        answer += bytes(chunk)
-    return answer.decode().strip()
-
-
 def main(host: str = "127.0.0.1", port: int = 5025) -> None:
     with Sockets.Socket("AF_INET", "SOCK_STREAM") as instrument:
         instrument.connect(host, port, timeout=10)
-        print(f"*IDN? -> {ask(instrument, '*IDN?')}")
-        print(f"MEAS? -> {ask(instrument, 'MEAS?')}")
+        for command in ("*IDN?", "MEAS?"):  # the instrument ends its answers in CR LF, as SCPI ones do
+            answer = instrument.query(command, terminator="\r\n", timeout=10)
+            print(f"{command} -> {answer}")
 
 
 if __name__ == "__main__":

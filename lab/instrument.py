@@ -1,7 +1,10 @@
 """`python -m lab.instrument`: a simulated lab instrument, for the compose demo and the examples.
 
-- A line-based command port (TCP), SCPI-like: `*IDN?` answers the identity, `MEAS?` the present
-  reading, anything else `ERR unknown command`; one answer line per command line.
+- A line-based command port (TCP), SCPI-like: one answer per command line, each ending in `\r\n`.
+  `*IDN?` answers the identity, `MEAS?` (or `MEAS:VOLT?`) the present reading, `CURV? <count>` a
+  binary block of `count` float32 big-endian samples (`#<digits><length><bytes>`, IEEE 488.2),
+  anything else `ERR unknown command`. With `--fragment` every answer goes out a few bytes at a
+  time, as a slow serial bridge sends it.
 - A telemetry port (UDP): a datagram `SUBSCRIBE <count>` gets `count` samples sent back to its
   sender at `--rate` samples a second, each a little-endian `<Idd`: sequence number, time (s),
   value (a sine with noise). `STOP` ends it.
@@ -33,19 +36,40 @@ def reading(t: float) -> float:
     return math.sin(2 * math.pi * 0.5 * t) + random.gauss(0, 0.05)
 
 
-async def command_port(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, started: float) -> None:
+TERMINATOR = b"\r\n"
+MAX_CURVE = 1_000_000
+
+
+def curve(count: int) -> bytes:
+    """`count` samples of a ramp, float32 big-endian, as an IEEE 488.2 definite-length block."""
+    data = struct.pack(f">{count}f", *(i / 4 for i in range(count)))
+    length = str(len(data)).encode()
+    return b"#" + str(len(length)).encode() + length + data
+
+
+def answer(command: str, started: float) -> bytes:
+    words = command.split()
+    if command == "*IDN?":
+        return IDENTITY.encode()
+    if command in ("MEAS?", "MEAS:VOLT?"):
+        return f"{reading(time.monotonic() - started):.6f}".encode()
+    if words[:1] == ["CURV?"] and len(words) == 2 and words[1].isdigit() and int(words[1]) <= MAX_CURVE:
+        return curve(int(words[1]))
+    return b"ERR unknown command"
+
+
+async def command_port(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, started: float, fragment: bool
+) -> None:
     """Answer one line per command line until the client closes."""
     try:
         while line := await reader.readline():
-            command = line.strip().decode("ascii", "replace").upper()
-            if command == "*IDN?":
-                answer = IDENTITY
-            elif command == "MEAS?":
-                answer = f"{reading(time.monotonic() - started):.6f}"
-            else:
-                answer = "ERR unknown command"
-            writer.write(answer.encode() + b"\n")
-            await writer.drain()
+            reply = answer(line.strip().decode("ascii", "replace").upper(), started) + TERMINATOR
+            for start in range(0, len(reply), 3 if fragment else len(reply)):
+                writer.write(reply[start : start + (3 if fragment else len(reply))])
+                await writer.drain()
+                if fragment:
+                    await asyncio.sleep(0.001)
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
@@ -78,9 +102,9 @@ class Telemetry(asyncio.DatagramProtocol):
         self.streams.pop(addr, None)
 
 
-async def serve(host: str, tcp: int, udp: int, rate: float) -> None:
+async def serve(host: str, tcp: int, udp: int, rate: float, fragment: bool = False) -> None:
     started, stop = time.monotonic(), stop_event()
-    server = await asyncio.start_server(lambda r, w: command_port(r, w, started), host, tcp)
+    server = await asyncio.start_server(lambda r, w: command_port(r, w, started, fragment), host, tcp)
     announce("tcp", server.sockets[0].getsockname(), "instrument")
     transport, telemetry = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: Telemetry(rate, started), local_addr=(host, udp)
@@ -101,10 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tcp", type=int, default=5025, help="command port (default 5025; 0 picks one)")
     parser.add_argument("--udp", type=int, default=5026, help="telemetry port (default 5026; 0 picks one)")
     parser.add_argument("--rate", type=float, default=200.0, help="telemetry samples a second (default 200)")
+    parser.add_argument("--fragment", action="store_true", help="send each answer a few bytes at a time")
     args = parser.parse_args(argv)
     if not 0 < args.rate <= 10_000:
         parser.error("--rate must be within (0, 10000]")
-    return run_peer("engee-instrument", args.host, serve(args.host, args.tcp, args.udp, args.rate))
+    return run_peer("engee-instrument", args.host, serve(args.host, args.tcp, args.udp, args.rate, args.fragment))
 
 
 if __name__ == "__main__":
