@@ -18,7 +18,9 @@ import errno
 import inspect
 import math
 import os
+import sys
 import time
+import traceback
 from collections.abc import Callable, Generator
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -38,7 +40,7 @@ from protocol import (
     to_bytes,
 )
 from protocol.errors import describe_validation, is_type_error, where
-from protocol.framing import MAX_TERMINATOR, item_size, pack_values, unpack_values
+from protocol.framing import MAX_LINE, MAX_TERMINATOR, item_size, pack_values, unpack_values
 from protocol.models import (
     LONG_POLL,
     AcceptResponse,
@@ -56,6 +58,10 @@ from .transport import Call, Reply
 
 CHUNK = 4 * 1024 * 1024
 """A TCP send larger than this goes out in several calls; a stream keeps them in order."""
+PIECE = 65536
+"""The most one piece of pushed bytes takes at once."""
+Piece = bytes | str | ResultUIntList
+"""What `on_data` hands a callback: bytes of a stream, a line, or a datagram with its sender."""
 
 T = TypeVar("T")
 Req = TypeVar("Req", bound=Request)
@@ -261,8 +267,46 @@ class SocketCore:
     def _group_flow(self, group: str, interface: str | None, join: bool) -> Flow[None]:
         yield from self._call(METHODS.join_group if join else METHODS.leave_group, group=group, interface=interface)
 
+    def _on_data_options(
+        self, callback: object, terminator: str | bytes | None, min_bytes: int, encoding: str
+    ) -> dict[str, Any]:
+        """on_data's arguments checked, as the options of `_piece_flow`."""
+        if callback is not None and not callable(callback):
+            raise TypeError(
+                f"{self._where('on_data')}: callback must be callable or None, not {type(callback).__name__}"
+            )
+        if terminator is not None:
+            self._terminator(terminator, encoding, "on_data")
+        if isinstance(min_bytes, bool) or not isinstance(min_bytes, int) or not 1 <= min_bytes <= PIECE:
+            raise ValueError(f"{self._where('on_data')}: min_bytes must be an int within 1..{PIECE}, not {min_bytes!r}")
+        return {"terminator": terminator, "min_bytes": min_bytes, "encoding": encoding}
+
     def _dropped_flow(self) -> Flow[int]:
         return (yield from self._call(METHODS.describe)).dropped
+
+    def _piece_flow(
+        self, terminator: str | bytes | None, min_bytes: int, encoding: str, timeout: float | None
+    ) -> Flow[Piece | None]:
+        """The next piece of what arrives, as `on_data` hands it over: a line (str) when a terminator is set,
+        else at least `min_bytes` bytes of a stream, or one datagram with its sender. None when `timeout`
+        passed first (nothing taken); EOFError at the end of the stream."""
+        if self.socket_type == "SOCK_DGRAM":
+            return (yield from self._receive_flow(65535, timeout))
+        try:
+            if terminator is not None:
+                return (yield from self._read_line_flow(terminator, timeout, encoding, MAX_LINE))
+            if min_bytes > 1:
+                data = yield from self._framed(METHODS.receive_exactly, timeout, nbytes=min_bytes)
+                more = yield from self._receive_flow(PIECE, 0)  # and what else is here already
+                return data + bytes(more) if more else data
+            result = yield from self._wait(METHODS.receive, timeout, bufsize=PIECE)
+        except TimeoutError as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # the system's ETIMEDOUT, not the wait's end
+            return None
+        if result.eof:
+            raise EOFError(f"{self._where('receive')}: the peer closed the connection")
+        return result.data
 
     def _receive_flow(self, bufsize: int, timeout: float | None) -> Flow[ResultUIntList | None]:
         try:
@@ -446,6 +490,13 @@ class AgentCore:
                 raise ValueError(f"{method!r} is not a method of the agent (methods: {', '.join(METHODS.names())})")
             method = METHODS[method]
         return (yield from one_call(self.url, method, boot, seq, **fields))[0]
+
+
+def report(message: str, traceback_too: bool = False) -> None:
+    """Say on stderr what went wrong where no caller can be told: in an on_data callback, or its reader."""
+    print(f"engee_client: {message}", file=sys.stderr)
+    if traceback_too:
+        traceback.print_exc()
 
 
 def raise_failures(failures: list[ErrorDetail], url: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
-from typing import Protocol, Self, TypeVar
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol, Self, TypeVar
 
+from protocol import AgentError
 from protocol.framing import MAX_LINE
 
-from ..core import Flow, Runs, SocketCore
+from ..core import Flow, Piece, Runs, SocketCore, report
 from ..result import ResultUIntList
 
 T = TypeVar("T")
@@ -23,6 +26,7 @@ class AsyncSocket(SocketCore):
     """A socket that lives on an agent; every method is an awaitable call to that agent."""
 
     agent: Runner
+    _watcher: asyncio.Future[None] | None = None
 
     async def bind(self, host: str, port: int) -> None:
         """Bind to a local address on the agent's machine; port 0 picks a free port."""
@@ -122,6 +126,52 @@ class AsyncSocket(SocketCore):
         """Whether a descriptor (this socket's by default) is open on the agent."""
         return await self.agent._run(self._is_open_flow(socket_descriptor))
 
+    async def incoming(
+        self, *, terminator: str | bytes | None = None, min_bytes: int = 1, encoding: str = "ascii"
+    ) -> AsyncIterator[Piece]:
+        """`async for piece in s.incoming():` each piece as it arrives, as on_data hands them over, until the
+        peer closes the connection."""
+        options = self._on_data_options(None, terminator, min_bytes, encoding)
+        while True:
+            try:
+                piece = await self.agent._run(self._piece_flow(timeout=None, **options))
+            except EOFError:
+                return
+            if piece is not None:
+                yield piece
+
+    async def on_data(
+        self,
+        callback: Callable[[AsyncSocket, Any], object] | None,
+        *,
+        terminator: str | bytes | None = None,
+        min_bytes: int = 1,
+        encoding: str = "ascii",
+    ) -> None:
+        """Call `callback(socket, piece)` (or await it, if it is a coroutine function) for each piece that arrives,
+        in order, in a task of this loop; `on_data(None)` stops it (what its wait took goes back to the socket)."""
+        self._on_data_options(callback, terminator, min_bytes, encoding)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+        if callback is not None:
+            pieces = self.incoming(terminator=terminator, min_bytes=min_bytes, encoding=encoding)
+            self._watcher = asyncio.ensure_future(self._deliver(callback, pieces))
+
+    async def _deliver(self, callback: Callable[[AsyncSocket, Any], object], pieces: AsyncIterator[Piece]) -> None:
+        try:
+            async for piece in pieces:
+                try:
+                    outcome = callback(self, piece)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+                except Exception:  # noqa: BLE001 - reported, and the next piece still comes
+                    report(f"the on_data callback of {self!r} raised:", traceback_too=True)
+        except (OSError, AgentError) as exc:
+            if not self.closed:
+                report(f"on_data of {self!r} stopped: {exc}")
+
     @property
     def dropped(self) -> Awaitable[int]:
         """`await s.dropped`: datagrams the agent dropped on this socket because a stream's window was full."""
@@ -132,7 +182,10 @@ class AsyncSocket(SocketCore):
         return await self.agent._flush(self.descriptor)
 
     async def close(self) -> None:
-        """Close the socket on the agent; closing again does nothing."""
+        """Close the socket on the agent (and stop its on_data); closing again does nothing."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         return await self.agent._run(self._close_flow())
 
     async def __aenter__(self) -> Self:

@@ -11,9 +11,11 @@ from protocol.models import AgentInfo, Response, SocketInfo
 from ..core import AgentCore, Exchange, Flow, add_function_style, credentials, raise_failures
 from ..transport import Transport, transport_kind
 from ..wire import RETRY_FOR
+from .callbacks import Callback, Callbacks
 from .channel import ChannelTransport
 from .http import HttpTransport
 from .socket import Socket
+from .socket import Socket as SyncSocket
 
 T = TypeVar("T")
 
@@ -72,6 +74,13 @@ class Agent(AgentCore):
 
     def _flush(self, descriptor: int) -> None:
         raise_failures(self.transport.flush(descriptor), self.url)
+
+    def _watch(self, sock: SyncSocket, callback: Callback | None, options: dict[str, Any]) -> None:
+        if "_callbacks" not in self.__dict__:
+            if callback is None:
+                return
+            self._callbacks = Callbacks()
+        self._callbacks.watch(sock, callback, options)
 
     def disconnect(self) -> None:
         """Close the connections to the agent. Sockets opened over HTTP stay open; those opened over the channel

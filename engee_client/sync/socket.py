@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from protocol.framing import MAX_LINE
 
-from ..core import Flow, Runs, SocketCore
+from ..core import Flow, Piece, Runs, SocketCore
 from ..result import ResultUIntList
+from .callbacks import Callback
 
 T = TypeVar("T")
 
@@ -17,6 +18,8 @@ class Runner(Runs, Protocol):
     def _run(self, flow: Flow[T]) -> T: ...
 
     def _flush(self, descriptor: int) -> None: ...
+
+    def _watch(self, sock: Socket, callback: Callback | None, options: dict[str, Any]) -> None: ...
 
 
 class Socket(SocketCore):
@@ -120,6 +123,24 @@ class Socket(SocketCore):
         """Whether a descriptor (this socket's by default) is open on the agent."""
         return self.agent._run(self._is_open_flow(socket_descriptor))
 
+    def on_data(
+        self,
+        callback: Callback | None,
+        *,
+        terminator: str | bytes | None = None,
+        min_bytes: int = 1,
+        encoding: str = "ascii",
+    ) -> None:
+        """Call `callback(socket, piece)` whenever data arrives, without polling: a line (str) when `terminator`
+        is set, else at least `min_bytes` bytes (bytes), or each datagram (with `.address`) on UDP. Callbacks
+        run on one client thread, in order; a slow one slows the peer (TCP). `on_data(None)` stops it; what was
+        already read is still delivered."""
+        options = self._on_data_options(callback, terminator, min_bytes, encoding)
+        self.agent._watch(self, callback, options)
+
+    def _piece(self, timeout: float, **options: Any) -> Piece | None:
+        return self.agent._run(self._piece_flow(timeout=timeout, **options))
+
     @property
     def dropped(self) -> int:
         """Datagrams the agent dropped on this socket because a stream's window was full (a call to the agent)."""
@@ -130,7 +151,8 @@ class Socket(SocketCore):
         return self.agent._flush(self.descriptor)
 
     def close(self) -> None:
-        """Close the socket on the agent; closing again does nothing."""
+        """Close the socket on the agent (and stop its on_data); closing again does nothing."""
+        self.agent._watch(self, None, {"closing": True})
         return self.agent._run(self._close_flow())
 
     def __enter__(self) -> Self:
