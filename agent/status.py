@@ -32,6 +32,8 @@ class SocketRow(BaseModel):
     owner: str
     bytes_in: int
     bytes_out: int
+    dropped: int = 0
+    """Datagrams a full stream window dropped."""
     idle: float
 
 
@@ -96,6 +98,7 @@ def _row(entry: Entry) -> SocketRow:
         owner=entry.owner,
         bytes_in=entry.bytes_in,
         bytes_out=entry.bytes_out,
+        dropped=entry.dropped,
         idle=round(time.monotonic() - entry.last_call, 1),
     )
 
@@ -104,7 +107,7 @@ def _show(address: Address | None) -> str:
     return "" if address is None else str(address)
 
 
-_COLUMNS = ("descriptor", "socket_type", "local", "peer", "owner", "bytes_in", "bytes_out", "idle")
+_COLUMNS = ("descriptor", "socket_type", "local", "peer", "owner", "bytes_in", "bytes_out", "dropped", "idle")
 
 
 def _page(status: Status) -> str:

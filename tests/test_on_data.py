@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from engee_client import Agent, AsyncAgent
@@ -235,3 +236,38 @@ def test_async_incoming_and_on_data(agent_process: AgentProcess, transport: str)
                 await client.close()
 
     asyncio.run(main())
+
+
+def test_a_full_datagram_window_drops_and_counts(agent_process: AgentProcess) -> None:
+    """On the channel, datagrams past a held callback's full window are dropped by the agent and counted, as a
+    full kernel buffer drops them; what was delivered came once and in order."""
+    with (
+        Agent(agent_process.url, token=agent_process.token, transport="channel") as agent,
+        agent.Socket("AF_INET", "SOCK_DGRAM") as station,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
+    ):
+        station.bind("127.0.0.1", 0)
+        release = threading.Event()
+        delivered: list[int] = []
+
+        def held(sock, datagram) -> None:
+            release.wait()
+            delivered.append(int(bytes(datagram)))
+
+        station.on_data(held)
+        sent = 0
+        deadline = time.monotonic() + 60
+        while station.dropped == 0 and time.monotonic() < deadline:
+            for _ in range(100):
+                peer.sendto(str(sent).encode(), station.local_address)
+                sent += 1
+            time.sleep(0.01)  # gently, so the kernel's own buffer does not overflow first
+        dropped = station.dropped
+        assert dropped > 0
+        status = httpx.get(
+            agent_process.url + "/v1/status", headers={"Authorization": f"Bearer {agent_process.token}"}
+        ).json()
+        assert [row["dropped"] for row in status["sockets"] if row["descriptor"] == station.descriptor][0] >= dropped
+        release.set()
+        station.on_data(None)
+        assert delivered == sorted(set(delivered)) and len(delivered) + dropped <= sent
