@@ -267,7 +267,7 @@ def test_a_full_datagram_window_drops_and_counts(agent_process: AgentProcess) ->
         status = httpx.get(
             agent_process.url + "/v1/status", headers={"Authorization": f"Bearer {agent_process.token}"}
         ).json()
-        assert [row["dropped"] for row in status["sockets"] if row["descriptor"] == station.descriptor][0] >= dropped
+        assert next(row["dropped"] for row in status["sockets"] if row["descriptor"] == station.descriptor) >= dropped
         release.set()
         station.on_data(None)
         assert delivered == sorted(set(delivered)) and len(delivered) + dropped <= sent
