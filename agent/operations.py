@@ -191,7 +191,7 @@ class Operations:
         """A group is a destination: joining one needs the policy's leave to reach it at the socket's port."""
         entry = self.table.get(request.descriptor, principal.name)
         port = entry.sock.getsockname()[1]
-        refusal = await self.policy.refusal("connect", request.group, port, self._resolve_rule_name)
+        refusal = join and await self.policy.refusal("connect", request.group, port, self._resolve_rule_name)
         if refusal:
             raise Fault(ErrorCode.PERMISSION_DENIED, f"joining group {request.group}: {refusal}")
         options.membership(entry.sock, request.group, request.interface, join)

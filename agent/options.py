@@ -129,4 +129,5 @@ def _index(interface: str | None) -> int:
     try:
         return socket.if_nametoindex(interface)
     except OSError:
-        raise OSError(errno.ENODEV, f"the agent's machine has no interface {interface!r}") from None
+        hint = ": an IPv6 group takes the interface's name or index" if ":" in interface else ""
+        raise OSError(errno.ENODEV, f"the agent's machine has no interface {interface!r}{hint}") from None

@@ -31,10 +31,15 @@ from .report import MIB, Floor, Workload, render, run_facts
 from .workloads import (
     bulk_agent,
     bulk_sockets,
+    lines_agent,
+    lines_sockets,
+    query_agent,
+    query_sockets,
     receive_agent,
     receive_sockets,
     seed_loop_agent,
     seed_loop_sockets,
+    values_agent,
 )
 
 RESULTS = Path(__file__).with_name("results.md")
@@ -50,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     args.messages, args.chunks = (100, 8) if args.quick else (1000, 64)
+    args.samples, args.lines = (250_000, 10_000) if args.quick else (1_000_000, 100_000)
     return args
 
 
@@ -180,6 +186,44 @@ def main(argv: list[str] | None = None) -> None:
             ),
         ),
     )
+    query = Workload(
+        "query",
+        f"{args.messages} query() calls (a command line out, its answer line back) to an instrument-like TCP peer; "
+        "direct: sendall and a socket file's readline",
+        args.messages,
+        ("channel", "http", "direct"),
+    )
+    far_query = Workload(
+        "query, 20 ms RTT",
+        f"{slow} queries with the notebook 10 ms each way from the agent; direct: through the same proxy",
+        slow,
+        ("channel", "http", "direct"),
+        rtt=2 * DELAY,
+        floors=(
+            Floor("query over 20 ms RTT, channel round trips/query <= 1.2", 1.2, lambda w: w.round_trips("channel")),
+        ),
+    )
+    values = Workload(
+        "read_values",
+        f"read_values({args.samples}, 'float32') from a TCP source; channel-receive: the same bytes in 1 MiB "
+        "receives, converted in the notebook with struct",
+        args.samples * 4,
+        ("channel", "channel-receive", "http"),
+        throughput=True,
+    )
+    lines = Workload(
+        "on_data lines",
+        f"{args.lines} lines of 14 bytes from a TCP source, each handed to an on_data callback; channel-read_line: a "
+        "loop of read_line() instead; direct: a local socket file's readline",
+        args.lines,
+        ("channel", "channel-read_line", "direct"),
+        per="lines",
+        floors=(
+            Floor(
+                "goal: on_data >= 50,000 lines/s (µs a line <= 20)", 20.0, lambda w: w.median("channel") / w.units * 1e6
+            ),
+        ),
+    )
     with ExitStack() as stack:
         agent_process = stack.enter_context(AgentProcess())
         relay = stack.enter_context(Relay())
@@ -264,10 +308,53 @@ def main(argv: list[str] | None = None) -> None:
                         "direct": partial(receive_sockets, socket, chunk, args.chunks, delay=DELAY),
                     },
                 ),
+                (
+                    query,
+                    {
+                        **{kind: partial(query_agent, agent, args.messages) for kind, agent in agents.items()},
+                        "direct": partial(query_sockets, args.messages),
+                    },
+                ),
+                (
+                    far_query,
+                    {
+                        **{kind: partial(query_agent, agent, slow) for kind, agent in far.items()},
+                        "direct": partial(query_sockets, slow, delay=DELAY),
+                    },
+                ),
+                (
+                    values,
+                    {
+                        "channel": partial(values_agent, agents["channel"], args.samples),
+                        "channel-receive": partial(values_agent, agents["channel"], args.samples, convert_here=True),
+                        "http": partial(values_agent, agents["http"], args.samples),
+                    },
+                ),
+                (
+                    lines,
+                    {
+                        "channel": partial(lines_agent, agents["channel"], args.lines),
+                        "channel-read_line": partial(lines_agent, agents["channel"], args.lines, callbacks=False),
+                        "direct": partial(lines_sockets, args.lines),
+                    },
+                ),
             ],
             args.runs,
         )
-    workloads = [seed, bulk, receive, far_seed, far_bulk, far_receive, relayed_seed, relayed_bulk]
+    workloads = [
+        seed,
+        bulk,
+        receive,
+        far_seed,
+        far_bulk,
+        far_receive,
+        relayed_seed,
+        relayed_bulk,
+        query,
+        far_query,
+        values,
+        lines,
+    ]
     facts = {
         **run_facts("bench", argv, f", rpyc {rpyc.__version__}"),
         "method": f"median of {args.runs} runs after one warm-up; variants interleaved; times in seconds",

@@ -104,3 +104,36 @@ class RpycServer(ChildProcess):
     def __enter__(self) -> Self:
         self.port = int(self.start().match.group(1))
         return self
+
+
+class Responder:
+    """A loopback TCP server thread, an instrument's command port: one connection, one answer line per line."""
+
+    ANSWER = b"+1.234567E+00\r\n"
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self._listener = socket.create_server((HOST, 0))
+        self._listener.settimeout(timeout)
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._thread = threading.Thread(target=self._run, name="bench-responder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            connection, _ = self._listener.accept()
+            with connection, connection.makefile("rb") as lines:
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                while lines.readline():
+                    connection.sendall(self.ANSWER)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()
+        self._thread.join(10)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

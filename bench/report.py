@@ -39,6 +39,8 @@ class Workload:
     rtt: float = 0.0
     """The round trip of the delayed link it runs through (0: loopback); then rates are in round trips."""
     floors: tuple[Floor, ...] = ()
+    per: str = ""
+    """What a unit is, to show the rate as units a second (lines/s) rather than µs a message."""
     times: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +61,8 @@ class Workload:
             return f"{self.units / MIB / self.median(variant):.1f} MiB/s"
         if self.rtt:
             return f"{self.round_trips(variant):.2f} RTT/msg"
+        if self.per:
+            return f"{self.units / self.median(variant):,.0f} {self.per}/s"
         return f"{self.median(variant) / self.units * 1e6:.1f} µs/msg"
 
 

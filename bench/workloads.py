@@ -7,6 +7,9 @@ whose remote socket objects are used exactly like local ones.
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 from engee_client import Agent
 
 from .delay import DelayProxy
-from .peers import HOST, Sink, Source
+from .peers import HOST, Responder, Sink, Source
 
 
 def timed(body: Callable[[], None]) -> float:
@@ -139,3 +142,100 @@ def _drain(receive: Callable[[], int], expected: int) -> None:
         if not size:
             raise RuntimeError(f"the source closed after {got} of {expected} bytes")
         got += size
+
+
+def query_agent(agent: Agent, count: int) -> float:
+    """`count` queries (a command line out, an answer line back) to an instrument-like peer, through the agent."""
+    with Responder() as responder, agent.Socket() as device:
+        device.connect(*responder.address)
+        answer = Responder.ANSWER.decode().strip()
+
+        def body() -> None:
+            for i in range(count):
+                _check(device.query("MEAS:VOLT?", terminator="\r\n"), answer, i)
+
+        return timed(body)
+
+
+def query_sockets(count: int, delay: float = 0.0) -> float:
+    """The same queries with a local socket and its file's readline; with `delay`, through a delay proxy."""
+    with Responder() as responder, DelayProxy(responder.address, delay) as proxy:
+        device = socket.create_connection(proxy.address if delay else responder.address)
+        device.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with device, device.makefile("rb") as lines:
+
+            def body() -> None:
+                for i in range(count):
+                    device.sendall(b"MEAS:VOLT?\r\n")
+                    _check(lines.readline(), Responder.ANSWER, i)
+
+            return timed(body)
+
+
+SAMPLES = struct.pack("<250000f", *range(250000))
+"""A quarter of a million float32 samples; a read_values run takes `count` of them from repeats of this."""
+
+
+def values_agent(agent: Agent, count: int, convert_here: bool = False) -> float:
+    """`read_values(count, "float32")` through the agent; with `convert_here`, receive the bytes in 1 MiB
+    receives and convert them in the notebook instead."""
+    repeats = count * 4 // len(SAMPLES)
+    with Source(SAMPLES, repeats) as source, agent.Socket() as device:
+        device.connect(*source.address)
+
+        def body() -> None:
+            if convert_here:
+                data = bytearray()
+                while len(data) < count * 4:
+                    data += bytes(device.receive(min(1 << 20, count * 4 - len(data))) or b"")
+                values = list(struct.unpack(f"<{count}f", data))
+            else:
+                values = device.read_values(count, "float32")
+            _check(values[-1], float((count - 1) % 250000), count)
+
+        return timed(body)
+
+
+def _lines(count: int) -> bytes:
+    return b"".join(b"sample %06d\n" % i for i in range(count))
+
+
+def lines_sockets(count: int) -> float:
+    """`count` lines from a streaming peer, read with a local socket file's readline."""
+    with Source(_lines(count), 1) as source:
+        device = socket.create_connection(source.address)
+        with device, device.makefile("rb") as lines:
+
+            def loop() -> None:
+                for i in range(count):
+                    _check(lines.readline(), b"sample %06d\n" % i, i)
+
+            return timed(loop)
+
+
+def lines_agent(agent: Agent, count: int, callbacks: bool = True) -> float:
+    """`count` lines from a streaming peer: with `callbacks` through on_data, else in a loop of read_line."""
+    with Source(_lines(count), 1) as source, agent.Socket() as device:
+        device.connect(*source.address)
+        if not callbacks:
+
+            def loop() -> None:
+                for i in range(count):
+                    _check(device.read_line(), f"sample {i:06d}", i)
+
+            return timed(loop)
+        arrived = threading.Event()
+        seen = [0]
+
+        def callback(sock: Any, line: str) -> None:
+            seen[0] += 1
+            if seen[0] == count:
+                arrived.set()
+
+        def body() -> None:
+            device.on_data(callback, terminator="\n")
+            if not arrived.wait(120):
+                raise RuntimeError(f"on_data delivered {seen[0]} of {count} lines")
+            device.on_data(None)
+
+        return timed(body)

@@ -408,6 +408,11 @@ class ChannelState:
         if stream.datagrams:
             message = f"{method} reads a stream: on a datagram socket, receive each datagram"
             return ErrorDetail(code=ErrorCode.OS_ERROR, message=message, errno_name="EOPNOTSUPP", method=method)
+        if framing.size is not None and stream.end is None:  # counted, not scanned: a big read stays linear
+            if stream.buffered() < framing.size:
+                stream.seen = stream.received
+                return None
+            return m.ReceiveResponse(data=stream.take(framing.size))
         try:
             for index, (data, _) in enumerate(stream.chunks):
                 if framing.feed(data, stream.cut if index == 0 else 0):
