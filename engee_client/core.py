@@ -516,12 +516,16 @@ def credentials(url: str, token: str | None, verify: bool | str | None) -> tuple
     return token, verify
 
 
+COMPOSED = ("write_line", "read_values", "write_values", "on_data")
+"""Socket methods made of the table's methods in the client, offered in the function style as well."""
+
+
 def add_function_style(agent_type: type[AgentCore], socket_type: type[SocketCore]) -> None:
     """Give `agent_type` the seed's function style, `agent.bind(device, ...)`, for each method `socket_type` has.
 
     The functions are coroutine functions where the socket's methods are.
     """
-    for name in METHODS.names():
+    for name in (*METHODS.names(), *COMPOSED):
         if hasattr(socket_type, name) and name not in ("socket", "describe"):
             setattr(agent_type, name, _function_style(name, socket_type))
 

@@ -31,11 +31,13 @@ A client sends one frame per message; the agent may put several frames back to b
 `seq` numbers the calls of one session, as `<session>.<seq>` does on HTTP, and shares the agent's
 ledger with it: each runs at most once, so after a lost link the client opens a new channel with
 the same session and sends every unanswered call again under its seq. Calls start in the order
-sent; calls on one descriptor complete in order (reads, `receive` and `accept`, in a lane of their
-own, so a waiting read never holds back a send or a close). A frame that cannot be parsed closes
-the channel with code `CLOSE_PROTOCOL`; a well-formed frame with bad content gets an ERROR frame.
+sent; calls on one descriptor complete in order (reads, `receive`, `accept`, `read_line` and
+`receive_exactly`, in a lane of their own, so a waiting read never holds back a send or a close).
+A frame that cannot be parsed closes the channel with code `CLOSE_PROTOCOL`; a well-formed frame
+with bad content gets an ERROR frame.
 
-A stream is read-ahead for `receive`: once the client grants a window on a socket, the agent reads
+A stream is read-ahead for `receive` (and the framed reads and `on_data`, which a client serves
+from it as well): once the client grants a window on a socket, the agent reads
 it as data comes and sends DATA frames while the stream's offset is below the granted limit, so
 memory stays bounded on both sides and TCP's flow control still slows the peer. The agent keeps
 what it sent until a later GRANT says receives `taken` it: it sends that again on a new channel of
