@@ -1,6 +1,7 @@
 """The relay: an agent links out to a gateway, notebooks reach it there by id, with the client unchanged."""
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ from engee_client import Agent, AgentError, AgentOfflineError, AuthenticationErr
 from lab.process import AgentProcess, GatewayProcess
 from protocol.channel import MAX_FRAME
 from protocol.link import AGENT_HEADER, LINK_PATH
+
+from .conftest import Background
 
 KEYS = {"lab-7": "lab-7-key-0123456789", "lab-8": "lab-8-key-0123456789", "spare": "spare-key-0123456789"}
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
@@ -105,6 +108,32 @@ def test_a_tcp_exchange_through_the_gateway(gateway: GatewayProcess, lab: AgentP
             assert got == payload
             peer.sendall(b"answer")
             assert bytes(sock.receive(100, timeout=10)) == b"answer"
+
+
+def test_lab_sockets_through_the_gateway(gateway: GatewayProcess, lab: AgentProcess, transport: str) -> None:
+    """The lab-socket methods and pushed data go through a gateway as they do direct."""
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        through(gateway, transport) as agent,
+        agent.Socket() as sock,
+    ):
+        sock.connect(*listener.getsockname())
+        peer, _ = listener.accept()
+        with peer, peer.makefile("rb") as commands:
+            peer.settimeout(10)
+            answerer = Background(lambda: commands.readline() and peer.sendall(b"ENGEE,SIM-1\r\nrest"))
+            assert sock.query("*IDN?", terminator="\r\n", timeout=10) == "ENGEE,SIM-1"
+            answerer.join_result()
+            assert sock.receive_exactly(4, timeout=10) == b"rest"
+            sock.set_option("TCP_NODELAY", True)
+            assert sock.get_option("TCP_NODELAY") is True
+            lines: list[str] = []
+            three = threading.Event()
+            sock.on_data(lambda _, line: lines.append(line) or len(lines) == 3 and three.set(), terminator="\n")
+            peer.sendall(b"a\nb\nc\n")
+            assert three.wait(30)
+            sock.on_data(None)
+            assert lines == ["a", "b", "c"]
 
 
 def test_an_agent_that_is_not_linked_is_offline_at_once(gateway: GatewayProcess, transport: str) -> None:
