@@ -218,13 +218,17 @@ class Operations:
 
     def give_back(self, principal: Principal, request: m.Request, outcome: m.Response) -> None:
         """What a cancelled call took goes back to its socket, first in line for the next call of its kind:
-        bytes or a datagram for the next receive, a connection for the next accept."""
+        bytes or a datagram for the next receive (a line with its terminator), a connection for the next accept.
+        First: it was taken before anything the socket holds now."""
         kept = (isinstance(outcome, m.ReceiveResponse) and outcome.data) or (
             isinstance(outcome, m.AcceptResponse) and outcome.descriptor is not None
         )
         descriptor = getattr(request, "descriptor", None)
-        if kept and descriptor is not None and self.table.is_open(descriptor, principal.name):
-            self.table.get(descriptor, principal.name).held.append(outcome)
+        if not kept or descriptor is None or not self.table.is_open(descriptor, principal.name):
+            return
+        if isinstance(request, m.ReadLineRequest) and isinstance(outcome, m.ReceiveResponse):
+            outcome = m.ReceiveResponse(data=outcome.data + request.terminator.encode("latin-1"))
+        self.table.get(descriptor, principal.name).held.appendleft(outcome)
 
     async def is_open(self, request: m.IsOpenRequest, principal: Principal) -> m.IsOpenResponse:
         return m.IsOpenResponse(open=self.table.is_open(request.descriptor, principal.name))

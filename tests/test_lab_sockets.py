@@ -5,9 +5,11 @@ instrument, on loopback. (Broadcast and multicast run in network namespaces: tes
 """
 
 import math
+import signal
 import socket
 import struct
 import sys
+import threading
 import time
 
 import pytest
@@ -317,3 +319,17 @@ def test_the_destination_policy_fences_send_to_and_groups(tmp_path) -> None:
                     udp.flush()
                 with pytest.raises(PermissionError, match="239.1.2.3"):
                     udp.join_group("239.1.2.3")
+
+
+def test_an_interrupted_read_line_loses_nothing(connected) -> None:
+    """The stop button while read_line waits: the line its call took on the agent comes back, terminator
+    and all, before what followed it."""
+    client, plain = connected
+    main = threading.main_thread().ident
+    threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        client.read_line(terminator="\r\n")
+    plain.sendall(b"first\r\nsecond\r\n")  # taken by the interrupted call, if the agent still waits
+    time.sleep(0.2)
+    assert client.read_line(terminator="\r\n", timeout=10) == "first"
+    assert client.read_line(terminator="\r\n", timeout=10) == "second"
