@@ -90,6 +90,8 @@ class Entry:
             listening=self.listening,
             owner=self.owner,
             dropped=self.dropped,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
         )
 
     async def wait_ready(self, *, write: bool, timeout: float | None, gone: Gone | None = None) -> bool:

@@ -37,6 +37,7 @@ from protocol import (
     Method,
     ProtocolError,
     exception_for,
+    host_port,
     to_bytes,
 )
 from protocol.errors import describe_validation, is_type_error, where
@@ -45,6 +46,7 @@ from protocol.models import (
     LONG_POLL,
     AcceptResponse,
     Address,
+    AgentInfo,
     ConnectResponse,
     ReceiveResponse,
     Request,
@@ -53,6 +55,8 @@ from protocol.models import (
 )
 
 from .calls import CallLog
+from .display import Card
+from .display import where as display_where
 from .result import Descriptor, ResultUIntList
 from .transport import Call, Reply
 
@@ -169,6 +173,21 @@ class SocketCore:
         state = "closed" if self._closed else f"local={self.local_address} peer={self.peer_address}"
         return f"<{type(self).__name__} {self.descriptor} {self.family}/{self.socket_type} {state} at {self.agent.url}>"
 
+    def _card(self, info: SocketInfo | None = None) -> Card:
+        """What the socket shows: what this client knows, and the agent's live `info` when it was asked."""
+        local, peer = (info.local, info.peer) if info else (self.local_address, self.peer_address)
+        facts = [
+            ("socket", f"{self.family}/{self.socket_type}"),
+            ("local", _address_text(local)),
+            ("peer", _address_text(peer)),
+            ("state", "closed" if self._closed else "listening" if info and info.listening else "open"),
+        ]
+        if info is not None:
+            facts += [("bytes in", str(info.bytes_in)), ("bytes out", str(info.bytes_out))]
+            if info.dropped:
+                facts.append(("datagrams dropped", str(info.dropped)))
+        return Card(f"Socket {self.descriptor}", [*facts, ("agent", display_where(self.agent.url))])
+
     def _bind_flow(self, host: str, port: int) -> Flow[None]:
         info = yield from self._call(METHODS.bind, host=host, port=port)
         self._update(info.local, info.peer)
@@ -281,8 +300,11 @@ class SocketCore:
             raise ValueError(f"{self._where('on_data')}: min_bytes must be an int within 1..{PIECE}, not {min_bytes!r}")
         return {"terminator": terminator, "min_bytes": min_bytes, "encoding": encoding}
 
+    def _describe_flow(self) -> Flow[SocketInfo]:
+        return (yield from self._call(METHODS.describe))
+
     def _dropped_flow(self) -> Flow[int]:
-        return (yield from self._call(METHODS.describe)).dropped
+        return (yield from self._describe_flow()).dropped
 
     def _piece_flow(
         self, terminator: str | bytes | None, min_bytes: int, encoding: str, timeout: float | None
@@ -437,6 +459,12 @@ class SocketCore:
         return where(method, self.descriptor, self.agent.url)
 
 
+def _address_text(address: Address | tuple[str, int] | None) -> str:
+    if address is None:
+        return "-"
+    return str(address) if isinstance(address, Address) else host_port(*address)
+
+
 class _WaitExpired(TimeoutError):
     """The caller's own timeout passed; unlike an OS ETIMEDOUT from the agent, receive answers None."""
 
@@ -464,6 +492,18 @@ class AgentCore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+    def _card(
+        self, info: AgentInfo | None, transport: str, rtt: float | None, sockets: list[SocketInfo] | None
+    ) -> Card:
+        """What the agent shows: where it is, what it runs, how far it is, and its sockets (when asked)."""
+        facts = [("where", display_where(self.url)), ("transport", transport)]
+        if info is not None:
+            facts.insert(0, ("agent id", info.agent_id))
+            facts.append(("version", f"{info.version} (protocol {info.protocol_version})"))
+        if rtt is not None:
+            facts.append(("round trip", f"{rtt * 1000:.2f} ms"))
+        return Card(type(self).__name__, facts, sockets)
 
     def _socket_flow(
         self, family: str, socket_type: str, socket_descriptor: int

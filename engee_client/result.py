@@ -1,6 +1,11 @@
 """What calls return besides sockets: the seed's ResultUIntList, and the descriptor `accept` gives."""
 
+import html
 from typing import Self
+
+from protocol import host_port
+
+from .display import preview
 
 
 class Descriptor(int):
@@ -52,5 +57,9 @@ class ResultUIntList:
     __hash__ = None  # type: ignore[assignment]  # equal by content, and mutable in spirit: not hashable
 
     def __repr__(self) -> str:
-        shown = self._bytes[:32]
-        return f"ResultUIntList({shown!r}{'...' if len(self._bytes) > 32 else ''}, {len(self._bytes)} bytes)"
+        sender = f" from {host_port(*self.address)}" if self.address else ""
+        cut = " (truncated)" if self.truncated else ""
+        return f"<ResultUIntList {len(self._bytes)} bytes{sender}{cut}: {preview(self._bytes)}>"
+
+    def _repr_html_(self) -> str:
+        return f"<code>{html.escape(repr(self))}</code>"

@@ -105,6 +105,8 @@ class SocketInfo(Response):
     listening: bool = False
     owner: str | None = Field(default=None, description="The principal whose socket it is.")
     dropped: int = Field(default=0, description="Datagrams dropped because a stream's window was full.")
+    bytes_in: int = Field(default=0, description="Bytes received on it so far.")
+    bytes_out: int = Field(default=0, description="Bytes sent on it so far.")
 
 
 class ListRequest(Request):

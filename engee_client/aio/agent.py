@@ -8,6 +8,7 @@ from protocol import AnyMethod
 from protocol.models import AgentInfo, Response, SocketInfo
 
 from ..core import AgentCore, Exchange, Flow, add_function_style, credentials, raise_failures
+from ..display import Card
 from ..transport import AsyncTransport, transport_kind
 from ..wire import RETRY_FOR
 from .channel import AsyncChannelTransport
@@ -81,6 +82,19 @@ class AsyncAgent(AgentCore):
         await self.transport.aclose()
 
     aclose = disconnect
+
+    def _repr_html_(self) -> str:
+        return self._known_card().html()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self) if cycle else self._known_card().text())
+
+    def _known_card(self) -> Card:
+        """What this client knows without a call (a display cannot await in a running loop): the agent's hello
+        on the channel, if it came."""
+        state = getattr(self.transport, "state", None)
+        transport = getattr(self.transport, "kind", type(self.transport).__name__)
+        return self._card(getattr(state, "info", None), transport, None, None)
 
     async def __aenter__(self) -> Self:
         return self

@@ -84,6 +84,11 @@ class AsyncChannelTransport:
         assert self.state.info is not None
         return self.state.info
 
+    @property
+    def kind(self) -> str:
+        """What carries the calls, for display."""
+        return "http (the agent has no channel)" if self._fell_back else "channel"
+
     async def aclose(self) -> None:
         self._closed = True
         if self._link is not None and self._broken is None:

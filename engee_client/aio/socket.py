@@ -188,6 +188,12 @@ class AsyncSocket(SocketCore):
             self._watcher = None
         return await self.agent._run(self._close_flow())
 
+    def _repr_html_(self) -> str:
+        return self._card().html()  # no call: a display cannot await in a running loop
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self) if cycle else self._card().text())
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Self, TypeVar
 
 from protocol import TOKEN_VARIABLE, URL_VARIABLE, AgentError, AnyMethod
 from protocol.models import AgentInfo, Response, SocketInfo
 
 from ..core import AgentCore, Exchange, Flow, add_function_style, credentials, raise_failures
+from ..display import Card
 from ..transport import Transport, transport_kind
 from ..wire import RETRY_FOR
 from .callbacks import Callback, Callbacks
@@ -86,6 +88,25 @@ class Agent(AgentCore):
         """Close the connections to the agent. Sockets opened over HTTP stay open; those opened over the channel
         are closed by the agent after its channel_grace (180 s), as for a client that is gone."""
         self.transport.close()
+
+    def _repr_html_(self) -> str:
+        return self._live_card().html()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self) if cycle else self._live_card().text())
+
+    def _live_card(self) -> Card:
+        """The agent as it is now: its identity, the round trip of one call, and this caller's sockets."""
+        transport = getattr(self.transport, "kind", type(self.transport).__name__)
+        try:
+            info = self.info()
+            start = time.perf_counter()
+            sockets = self.sockets()
+            rtt = time.perf_counter() - start
+        except (AgentError, OSError) as exc:
+            card = self._card(None, transport, None, None)
+            return Card(card.title, [*card.facts, ("unreachable", str(exc))])
+        return self._card(info, transport, rtt, sockets)
 
     def __enter__(self) -> Self:
         return self

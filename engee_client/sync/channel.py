@@ -102,6 +102,11 @@ class ChannelTransport:
         assert self.state.info is not None
         return self.state.info
 
+    @property
+    def kind(self) -> str:
+        """What carries the calls, for display."""
+        return "http (the agent has no channel)" if self._fell_back else "channel"
+
     def close(self) -> None:
         if self._closed:
             return

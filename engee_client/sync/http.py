@@ -23,6 +23,9 @@ from ..wire import LIMITS, RETRY_FOR, Backoff, Wire, ssl_context
 class HttpTransport:
     """Calls the agent at `url` over HTTP, blocking; `retry_for` seconds of retries after transport failures."""
 
+    kind = "http"
+    """What carries the calls, for display."""
+
     def __init__(self, url: str, token: str, *, verify: bool | str = True, retry_for: float = RETRY_FOR) -> None:
         self.wire = Wire(url, token)
         self.url = self.wire.url

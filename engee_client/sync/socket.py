@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, Self, TypeVar
 
+from protocol import AgentError
 from protocol.framing import MAX_LINE
 
 from ..core import Flow, Piece, Runs, SocketCore
+from ..display import Card
 from ..result import ResultUIntList
 from .callbacks import Callback
 
@@ -154,6 +156,22 @@ class Socket(SocketCore):
         """Close the socket on the agent (and stop its on_data); closing again does nothing."""
         self.agent._watch(self, None, {"closing": True})
         return self.agent._run(self._close_flow())
+
+    def _repr_html_(self) -> str:
+        return self._live_card().html()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self) if cycle else self._live_card().text())
+
+    def _live_card(self) -> Card:
+        """The socket with the agent's live view of it (addresses, bytes in and out), unless it is closed."""
+        if self.closed:
+            return self._card()
+        try:
+            return self._card(self.agent._run(self._describe_flow()))
+        except (AgentError, OSError) as exc:
+            card = self._card()
+            return Card(card.title, [*card.facts, ("unreachable", str(exc))])
 
     def __enter__(self) -> Self:
         return self
