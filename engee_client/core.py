@@ -485,6 +485,7 @@ class AgentCore:
 
     url: str
     calls: CallLog
+    display_name = "Agent"
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
@@ -503,7 +504,7 @@ class AgentCore:
             facts.append(("version", f"{info.version} (protocol {info.protocol_version})"))
         if rtt is not None:
             facts.append(("round trip", f"{rtt * 1000:.2f} ms"))
-        return Card(type(self).__name__, facts, sockets)
+        return Card(self.display_name, facts, sockets)
 
     def _socket_flow(
         self, family: str, socket_type: str, socket_descriptor: int

@@ -24,6 +24,8 @@ class AsyncAgent(AgentCore):
     Use it within one event loop (`async with AsyncAgent(...) as lab:`); its connections belong to that loop.
     """
 
+    display_name = "AsyncAgent"
+
     def __init__(
         self,
         url: str,
