@@ -13,9 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.exceptions import HTTPException
 
-from protocol import AGENT_PATH, BOOT_HEADER, HEALTH_PATH, META_HEADER, ErrorBody, ErrorCode, ErrorDetail
+from protocol import AGENT_PATH, BOOT_HEADER, HEALTH_PATH, META_HEADER, METHODS, ErrorBody, ErrorCode, ErrorDetail
 from protocol.errors import code_for_status
 from protocol.models import AgentInfo
 
@@ -117,11 +119,23 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+REF = "#/components/schemas/{model}"
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document plus the bearer-token scheme every call but /healthz needs."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        schema.setdefault("components", {})["securitySchemes"] = {
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        requests: list[tuple[type[BaseModel], JsonSchemaMode]] = [(method.request, "validation") for method in METHODS]
+        responses: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+            (method.response, "serialization") for method in METHODS
+        ]
+        for models in (requests, responses):
+            _, found = models_json_schema(models, ref_template=REF)
+            for name, model_schema in found.get("$defs", {}).items():
+                schemas.setdefault(name, model_schema)  # the routes' bodies name them by $ref
+        schema["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "The token the agent printed at start."}
         }
         app.openapi_schema = schema

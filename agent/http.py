@@ -63,28 +63,35 @@ _CALLER_LEFT = 499
 
 
 def add_method_routes(app: FastAPI, dispatcher: Dispatcher) -> None:
-    """`POST /v1/<method>` for every method of the table."""
+    """`POST /v1/<method>` (JSON) for every method of the table, and `POST /v1/<method>/raw` (its bytes as a raw
+    body) for those that carry bytes."""
     for method in METHODS:
-        app.add_api_route(
-            method.path,
-            _endpoint(method, dispatcher),
-            methods=["POST"],
-            name=method.name,
-            summary=method.doc,
-            response_model=method.response,
-            responses={**ERROR_RESPONSES, **_raw_response(method)},
-            openapi_extra={"requestBody": _request_body(method), **SECURITY},
-        )
+        for raw, path in ((False, method.path), (True, method.raw_path)):
+            if path is None:
+                continue
+            app.add_api_route(
+                path,
+                _endpoint(method, dispatcher, raw),
+                methods=["POST"],
+                name=f"{method.name}_raw" if raw else method.name,
+                operation_id=f"{method.name}_raw" if raw else method.name,
+                summary=method.doc + (" Raw bytes, not base64." if raw else ""),
+                response_model=None if raw and method.raw_response else method.response,
+                response_class=Response,
+                responses={**ERROR_RESPONSES, **(_raw_response(method) if raw else _json_response(method))},
+                openapi_extra={**_request(method, raw), **SECURITY},
+            )
 
 
-def _endpoint(method: AnyMethod, dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(method: AnyMethod, dispatcher: Dispatcher, raw: bool) -> Callable[[Request], Awaitable[Response]]:
     max_body = dispatcher.limits.max_body
+    raw_in, raw_out = raw and method.raw_request, raw and method.raw_response
 
     async def endpoint(request: Request) -> Response:
         try:
             header = request.headers.get(CALL_HEADER)
             call_id = None if header is None else CallId.parse(header)
-            call = await _read(method, request, max_body)
+            call = await _read(method, request, max_body, raw_in)
         except ClientDisconnect:
             return Response(status_code=_CALLER_LEFT)  # cut in the middle of its body: nothing was done
         except (Fault, ValueError) as exc:
@@ -99,7 +106,7 @@ def _endpoint(method: AnyMethod, dispatcher: Dispatcher) -> Callable[[Request], 
         )
         if outcome is None:
             return Response(status_code=_CALLER_LEFT)  # nobody is there to read it
-        return _response(outcome, method.raw_response and OCTET_STREAM in request.headers.get("accept", ""))
+        return _response(outcome, raw_out)
 
     endpoint.__doc__ = method.doc
     return endpoint
@@ -129,14 +136,13 @@ def _disconnection(request: Request) -> Gone:
     return gone
 
 
-async def _read(method: AnyMethod, request: Request, max_body: int) -> m.Request:
-    """The call's model from a JSON body, or from a raw body and the meta header."""
+async def _read(method: AnyMethod, request: Request, max_body: int, raw: bool) -> m.Request:
+    """The call's model from a JSON body, or (`raw`) from a raw body and the meta header."""
     media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-    if media_type not in (JSON, OCTET_STREAM) or (media_type == OCTET_STREAM and not method.raw_request):
-        raise Fault(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"{method.name} takes {JSON}" + (f" or {OCTET_STREAM}" if method.raw_request else ""),
-        )
+    wanted = OCTET_STREAM if raw else JSON
+    if media_type != wanted:
+        other = f"; for raw bytes, POST {OCTET_STREAM} to {method.raw_path}" if method.raw_request and not raw else ""
+        raise Fault(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"{request.url.path} takes {wanted}{other}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -145,33 +151,42 @@ async def _read(method: AnyMethod, request: Request, max_body: int) -> m.Request
                 ErrorCode.PAYLOAD_TOO_LARGE, f"request body is over the agent's limit max_body = {max_body} bytes"
             )
     request_type: type[m.Request] = method.request
-    if media_type == OCTET_STREAM:
+    if raw:
         return from_raw(request_type, request.headers.get(META_HEADER), bytes(body))
     return request_type.model_validate_json(body or b"{}")
 
 
 _META = {META_HEADER: {"description": "The model's other fields as JSON.", "schema": {"type": "string"}}}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 
-def _request_body(method: AnyMethod) -> dict[str, Any]:
-    content: dict[str, Any] = {JSON: {"schema": method.request.model_json_schema()}}
-    if method.raw_request:
-        content[OCTET_STREAM] = {
-            "schema": {"type": "string", "format": "binary"},
-            "description": f"The payload as raw bytes; the other fields as JSON in the {META_HEADER} header.",
+def _request(method: AnyMethod, raw: bool) -> dict[str, Any]:
+    """The request body of a route (and the meta header of a raw one), one content type each."""
+    if raw and method.raw_request:
+        meta = {
+            "name": META_HEADER,
+            "in": "header",
+            "required": True,
+            "description": f"The call's other fields as JSON: {', '.join(_other_fields(method))}.",
+            "schema": {"type": "string"},
         }
+        return {"parameters": [meta], "requestBody": {"required": True, "content": {OCTET_STREAM: _BINARY}}}
     required = any(field.is_required() for field in method.request.model_fields.values())
-    return {"required": required, "content": content}
+    schema = {"$ref": f"#/components/schemas/{method.request.__name__}"}
+    return {"requestBody": {"required": required, "content": {JSON: {"schema": schema}}}}
+
+
+def _other_fields(method: AnyMethod) -> list[str]:
+    return [name for name in method.request.model_fields if name != "data"]
+
+
+def _json_response(method: AnyMethod) -> dict[int | str, dict[str, Any]]:
+    schema = {"$ref": f"#/components/schemas/{method.response.__name__}"}
+    return {200: {"description": "The call's result.", "content": {JSON: {"schema": schema}}}}
 
 
 def _raw_response(method: AnyMethod) -> dict[int | str, dict[str, Any]]:
-    """The octet-stream form of a 200, for methods whose answer carries bytes."""
+    """The 200 of a raw route: the payload as the body and the other fields in the meta header, or JSON."""
     if not method.raw_response:
-        return {}
-    return {
-        200: {
-            "description": f"With Accept: {OCTET_STREAM}, the payload as the body",
-            "headers": _META,
-            "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
-        }
-    }
+        return _json_response(method)
+    return {200: {"description": "The payload as the body", "headers": _META, "content": {OCTET_STREAM: _BINARY}}}

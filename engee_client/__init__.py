@@ -20,6 +20,7 @@ from protocol import (
 )
 
 from .aio import AsyncAgent, AsyncHttpTransport, AsyncSocket
+from .progress import TransferInterrupted
 from .result import ResultUIntList
 from .sync import Agent, DefaultAgent, HttpTransport, Socket
 from .transport import AsyncTransport, Call, Reply, Transport
@@ -50,5 +51,6 @@ __all__ = [
     "ResultUIntList",
     "Socket",
     "Sockets",
+    "TransferInterrupted",
     "Transport",
 ]

@@ -57,6 +57,7 @@ from protocol.models import (
 from .calls import CallLog
 from .display import Card
 from .display import where as display_where
+from .progress import Progress, TransferInterrupted, wanted
 from .result import Descriptor, ResultUIntList
 from .transport import Call, Reply
 
@@ -64,6 +65,10 @@ CHUNK = 4 * 1024 * 1024
 """A TCP send larger than this goes out in several calls; a stream keeps them in order."""
 PIECE = 65536
 """The most one piece of pushed bytes takes at once."""
+PIECE_WITH_PROGRESS = 1 << 20
+"""A transfer with a bar goes in pieces of this many bytes."""
+MAX_EXACT = 1 << 30
+"""The most one receive_exactly or read_values takes (in pieces): it is held in memory whole."""
 Piece = bytes | str | ResultUIntList
 """What `on_data` hands a callback: bytes of a stream, a line, or a datagram with its sender."""
 
@@ -207,13 +212,28 @@ class SocketCore:
         self._update(result.local, result.peer)
         return 0
 
-    def _send_flow(self, message: Any) -> Flow[int]:
+    def _send_flow(self, message: Any, progress: bool | None = None) -> Flow[int]:
         data = self._bytes("send", message)
-        if self.socket_type == "SOCK_DGRAM" or len(data) <= CHUNK:
+        shown = wanted(progress, len(data))
+        if self.socket_type == "SOCK_DGRAM" or (len(data) <= CHUNK and not shown):
             return (yield from self._call(METHODS.send, data=data)).sent
+        piece = PIECE_WITH_PROGRESS if shown else CHUNK
+        bar = Progress("send", len(data), progress) if shown else None
         sent = 0
-        for start in range(0, len(data), CHUNK):
-            sent += (yield from self._call(METHODS.send, data=data[start : start + CHUNK])).sent
+        try:
+            for start in range(0, len(data), piece):
+                sent += (yield from self._call(METHODS.send, data=data[start : start + piece])).sent
+                if bar:
+                    bar.update(piece)
+        except KeyboardInterrupt as exc:
+            raise TransferInterrupted(
+                f"{self._where('send')}: interrupted; {sent} of {len(data)} bytes went out "
+                f"(and the {piece} in flight may have)",
+                sent,
+            ) from exc
+        finally:
+            if bar:
+                bar.close()
         return sent
 
     def _send_to_flow(self, message: Any, host: str, port: int) -> Flow[int]:
@@ -242,11 +262,37 @@ class SocketCore:
         )
         return self._text(answer, encoding, "query")
 
-    def _receive_exactly_flow(self, nbytes: int, timeout: float | None) -> Flow[bytes]:
-        return (yield from self._framed(METHODS.receive_exactly, timeout, nbytes=nbytes))
+    def _receive_exactly_flow(
+        self, nbytes: int, timeout: float | None, progress: bool | None = None, method: str = "receive_exactly"
+    ) -> Flow[bytes]:
+        """Exactly `nbytes`; a large read goes in pieces with a bar, and what it got is never lost: an
+        interrupt, a timeout or the end of the stream hands it over in the exception's `data`."""
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1 or not wanted(progress, nbytes):
+            return (yield from self._framed(METHODS.receive_exactly, timeout, nbytes=nbytes))
+        if nbytes > MAX_EXACT:
+            raise ValueError(f"{self._where(method)}: {nbytes} bytes is over the most one read takes, {MAX_EXACT}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar, got = Progress(method, nbytes, progress), bytearray()
+        try:
+            while len(got) < nbytes:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                size = min(PIECE_WITH_PROGRESS, nbytes - len(got))
+                got += yield from self._framed(METHODS.receive_exactly, left, nbytes=size)
+                bar.update(size)
+        except KeyboardInterrupt as exc:
+            message = f"{self._where(method)}: interrupted after {len(got)} of {nbytes} bytes, in this error's .data"
+            raise TransferInterrupted(message, len(got), bytes(got)) from exc
+        except (TimeoutError, EOFError) as exc:
+            if got and not (isinstance(exc, OSError) and exc.errno):
+                exc.args = (f"{exc.args[0]}; the {len(got)} bytes before it are in this error's .data",)
+                exc.data = bytes(got)  # type: ignore[union-attr]
+            raise
+        finally:
+            bar.close()
+        return bytes(got)
 
     def _read_values_flow(
-        self, count: int, datatype: str, byte_order: str, timeout: float | None
+        self, count: int, datatype: str, byte_order: str, timeout: float | None, progress: bool | None = None
     ) -> Flow[list[int] | list[float]]:
         try:
             size = item_size(datatype)
@@ -259,7 +305,7 @@ class SocketCore:
             raise ValueError(f"{self._where('read_values')}: count must be >= 0, not {count}")
         if count == 0:
             return []
-        data = yield from self._framed(METHODS.receive_exactly, timeout, nbytes=count * size)
+        data = yield from self._receive_exactly_flow(count * size, timeout, progress, "read_values")
         return unpack_values(data, datatype, byte_order)
 
     def _write_values_flow(self, values: Any, datatype: str, byte_order: str) -> Flow[int]:

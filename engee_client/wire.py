@@ -60,7 +60,8 @@ class Wire:
     def __init__(self, url: str, token: str) -> None:
         self.url = _http_url(url).rstrip("/")
         self._auth = ("Authorization", f"Bearer {token}")
-        self._urls = {method.name: httpx.URL(self.url + method.path) for method in METHODS}
+        self._urls = {method.name: httpx.URL(self.url + (method.raw_path or method.path)) for method in METHODS}
+        """Each method at its route; one that carries bytes at its raw one, so bytes never go as base64."""
 
     def request(self, call: Call) -> httpx.Request:
         """The HTTP request for `call`; its boot id makes a restarted agent refuse old descriptors."""
@@ -77,8 +78,6 @@ class Wire:
             headers.append(("Content-Type", JSON))
             wait = getattr(request, "wait", None)
             timeout = _CALL if wait is None else _limits(CALL_TIMEOUT + wait)
-        if method.raw_response:
-            headers.append(("Accept", OCTET_STREAM))
         return httpx.Request(
             "POST", self._urls[method.name], content=content, headers=headers, extensions={"timeout": timeout}
         )

@@ -162,8 +162,7 @@ class Relay:
             *(argument for gateway in self.gateways for argument in ("--gateway", gateway.url)),
             "--agent-id",
             self.AGENT_ID,
-            "--agent-key",
-            self.key,
+            f"--agent-key={self.key}",  # one argument: a key may start with "-"
             "--no-listen",
             log_dir=str(self.folder),
         ).start()

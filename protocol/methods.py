@@ -36,6 +36,12 @@ class Method(Generic[Req, Resp]):
         return f"{PREFIX}/{self.name}"
 
     @property
+    def raw_path(self) -> str | None:
+        """Where it takes its payload as a raw octet-stream body, or answers with one; None if it carries no bytes.
+        One content type per operation, as code generators expect: JSON at `path`, raw bytes here."""
+        return f"{self.path}/raw" if self.raw_request or self.raw_response else None
+
+    @property
     def blocking(self) -> bool:
         """Blocking methods wait at most `wait` seconds and may answer `pending`."""
         return "wait" in self.request.model_fields

@@ -298,7 +298,7 @@ def _validate(api_schema, path: str, http_method: str, response: requests.Respon
 def _send(session: requests.Session, url: str, descriptor: int, payload: bytes, raw: bool) -> requests.Response:
     if raw:
         return session.post(
-            f"{url}/v1/send",
+            f"{url}/v1/send/raw",
             data=payload,
             timeout=30,
             headers={"Content-Type": OCTET_STREAM, META_HEADER: json.dumps({"descriptor": descriptor})},
@@ -311,9 +311,8 @@ def _send(session: requests.Session, url: str, descriptor: int, payload: bytes, 
 def _receive(session: requests.Session, url: str, descriptor: int, bufsize: int, raw: bool) -> tuple[bytes, dict]:
     """One receive call: (the bytes, the other fields), asked for as JSON or as a raw body."""
     response = session.post(
-        f"{url}/v1/receive",
+        f"{url}/v1/receive" + ("/raw" if raw else ""),
         json={"descriptor": descriptor, "bufsize": bufsize, "wait": 5},
-        headers={"Accept": OCTET_STREAM} if raw else {},
         timeout=30,
     )
     assert response.status_code == 200, response.text
@@ -355,13 +354,13 @@ def test_fuzz_exchange(sandboxed_agent: SandboxedAgent, session: requests.Sessio
 def test_raw_receive_is_documented(
     sandboxed_agent: SandboxedAgent, session: requests.Session, api_schema, seeded: list[int]
 ) -> None:
-    """A receive answered as a raw body (Accept: application/octet-stream) matches the document."""
+    """A receive answered as a raw body (at /v1/receive/raw) matches the document."""
     url, udp = sandboxed_agent.url, seeded[0]
     assert _send(session, url, udp, b"raw", raw=False).status_code == 200
     body = {"descriptor": udp, "bufsize": 16, "wait": 5}
-    response = session.post(f"{url}/v1/receive", json=body, headers={"Accept": OCTET_STREAM}, timeout=30)
+    response = session.post(f"{url}/v1/receive/raw", json=body, timeout=30)
     assert response.status_code == 200 and response.content == b"raw", response.text
-    _validate(api_schema, "/v1/receive", "POST", response, body)
+    _validate(api_schema, "/v1/receive/raw", "POST", response, body)
 
 
 @pytest.mark.parametrize("meta", ["[" * 5000, '{"a":' * 1500, "{", "[]", '{"descriptor": true}', "\u00e9"])
@@ -370,13 +369,13 @@ def test_bad_raw_meta_is_a_bad_request(
 ) -> None:
     """A meta header that is not the call's fields is a documented 422, never a 500."""
     response = session.post(
-        f"{sandboxed_agent.url}/v1/send",
+        f"{sandboxed_agent.url}/v1/send/raw",
         data=b"x",
         timeout=30,
         headers={"Content-Type": OCTET_STREAM, META_HEADER: meta.encode("utf-8")},
     )
     assert response.status_code == 422, response.text
-    _validate(api_schema, "/v1/send", "POST", response)
+    _validate(api_schema, "/v1/send/raw", "POST", response)
 
 
 @pytest.mark.parametrize("path", [AGENT_PATH, *(method.path for method in METHODS)])

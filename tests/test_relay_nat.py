@@ -158,7 +158,7 @@ class Setting:
             ([*self.inside("lab"), "-m", "lab.echo", "--host", DEVICE, "--tcp", str(TCP_PORT)], r"echo tcp listening"),
             ([*gateway, "--config", str(gateway_config)], r"engee-gateway listening on"),
             (
-                [*agent, "--gateway", f"http://{CLOUD}:{GATEWAY_PORT}", "--agent-id", "lab", "--agent-key", self.key],
+                [*agent, "--gateway", f"http://{CLOUD}:{GATEWAY_PORT}", "--agent-id", "lab", f"--agent-key={self.key}"],
                 r"linked to the gateway",
             ),
         ):

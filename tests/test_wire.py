@@ -69,7 +69,7 @@ def test_form_posts_are_refused(http: httpx.Client, agent: Agent) -> None:
 
 def test_oversized_body_is_refused(http: httpx.Client, agent: Agent) -> None:
     reply = http.post(
-        "/v1/send",
+        "/v1/send/raw",
         content=b"x" * (24 << 20),
         headers={"Content-Type": "application/octet-stream", "X-Engee-Meta": '{"descriptor": 1}'},
     )
@@ -93,13 +93,31 @@ def test_every_response_carries_the_boot_id(http: httpx.Client, agent: Agent) ->
 
 
 def test_openapi_describes_every_method(http: httpx.Client, agent: Agent) -> None:
+    """One content type per operation, as generators expect: JSON at /v1/<method>, raw bytes at its /raw."""
     document = http.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
     for method in METHODS:
         operation = document["paths"][method.path]["post"]
-        content = operation["requestBody"]["content"]
-        assert content["application/json"]["schema"]["title"] == method.request.__name__
-        assert ("application/octet-stream" in content) == method.raw_request
-        assert "401" in operation["responses"] and "200" in operation["responses"]
+        assert operation["operationId"] == method.name
+        assert list(operation["requestBody"]["content"]) == ["application/json"]
+        reference = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert schemas[reference.rsplit("/", 1)[1]]["title"] == method.request.__name__
+        assert list(operation["responses"]["200"]["content"]) == ["application/json"]
+        assert "401" in operation["responses"] and "422" in operation["responses"]
+        if method.raw_path is None:
+            assert not method.raw_request and not method.raw_response
+            continue
+        raw = document["paths"][method.raw_path]["post"]
+        assert raw["operationId"] == f"{method.name}_raw"
+        body = list(raw["requestBody"]["content"])
+        assert body == (["application/octet-stream"] if method.raw_request else ["application/json"])
+        if method.raw_request:
+            assert [p["name"] for p in raw["parameters"] if p["in"] == "header"] == ["X-Engee-Meta"]
+        answer = raw["responses"]["200"]
+        assert list(answer["content"]) == (
+            ["application/octet-stream"] if method.raw_response else ["application/json"]
+        )
+        assert ("X-Engee-Meta" in answer.get("headers", {})) == method.raw_response
 
 
 def test_agent_restart_is_reported_and_new_sockets_work(tmp_path) -> None:

@@ -44,9 +44,10 @@ class AsyncSocket(SocketCore):
         """Connect to a peer (TCP) or fix the peer (UDP); returns 0, as the seed does."""
         return await self.agent._run(self._connect_flow(host, port, timeout))
 
-    async def send(self, message: bytes | bytearray | memoryview | list[int]) -> int:
-        """Send bytes and return how many were sent: all of them on TCP, one datagram on UDP."""
-        return await self.agent._run(self._send_flow(message))
+    async def send(self, message: bytes | bytearray | memoryview | list[int], progress: bool | None = None) -> int:
+        """Send bytes and return how many were sent: all of them on TCP, one datagram on UDP. A large send shows
+        its progress once it is slow (`progress=True`: always; `False`: never)."""
+        return await self.agent._run(self._send_flow(message, progress))
 
     async def receive(self, bufsize: int, timeout: float | None = None) -> ResultUIntList | None:
         """Up to `bufsize` bytes (TCP) or one datagram (UDP); None at end of stream or after `timeout`."""
@@ -82,15 +83,21 @@ class AsyncSocket(SocketCore):
         """Write `text` as a line and read the answer line, in one round trip: `query("*IDN?")`."""
         return await self.agent._run(self._query_flow(text, terminator, timeout, encoding, max_length))
 
-    async def receive_exactly(self, nbytes: int, timeout: float | None = None) -> bytes:
-        """Exactly `nbytes` bytes; TimeoutError or IncompleteReadError say how many came (they stay readable)."""
-        return await self.agent._run(self._receive_exactly_flow(nbytes, timeout))
+    async def receive_exactly(self, nbytes: int, timeout: float | None = None, progress: bool | None = None) -> bytes:
+        """Exactly `nbytes` bytes; TimeoutError or IncompleteReadError say how many came (they stay readable, or
+        for a large read, shown with its progress, are in the error's `.data`)."""
+        return await self.agent._run(self._receive_exactly_flow(nbytes, timeout, progress))
 
     async def read_values(
-        self, count: int, datatype: str = "uint8", byte_order: str = "little", timeout: float | None = None
+        self,
+        count: int,
+        datatype: str = "uint8",
+        byte_order: str = "little",
+        timeout: float | None = None,
+        progress: bool | None = None,
     ) -> list[int] | list[float]:
         """`count` numbers of `datatype` (int8..uint64, float32, float64) in `byte_order`, as MATLAB's read."""
-        return await self.agent._run(self._read_values_flow(count, datatype, byte_order, timeout))
+        return await self.agent._run(self._read_values_flow(count, datatype, byte_order, timeout, progress))
 
     async def write_values(
         self, values: Sequence[int | float], datatype: str = "uint8", byte_order: str = "little"
