@@ -59,24 +59,26 @@ class Sink:
         self.close()
 
 
-class Source:
-    """A loopback TCP server thread: accepts one connection, sends `chunk` `count` times, then closes it."""
+class _OneConnection:
+    """A loopback TCP server thread that accepts one connection and hands it to `serve`."""
 
-    def __init__(self, chunk: bytes, count: int, timeout: float = 60.0) -> None:
+    def __init__(self, timeout: float = 60.0) -> None:
         self._listener = socket.create_server((HOST, 0))
         self._listener.settimeout(timeout)
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
-        self._thread = threading.Thread(target=self._run, args=(chunk, count), name="bench-source", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"bench-{type(self).__name__.lower()}", daemon=True)
         self._thread.start()
 
-    def _run(self, chunk: bytes, count: int) -> None:
+    def _run(self) -> None:
         try:
             connection, _ = self._listener.accept()
             with connection:
-                for _ in range(count):
-                    connection.sendall(chunk)
+                self.serve(connection)
         except OSError:
-            pass  # the receiver went away: its count shows it
+            pass  # the other side went away: its count shows it
+
+    def serve(self, connection: socket.socket) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._listener.close()
@@ -87,6 +89,18 @@ class Source:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Source(_OneConnection):
+    """Sends `chunk` `count` times to the one connection, then closes it."""
+
+    def __init__(self, chunk: bytes, count: int, timeout: float = 60.0) -> None:
+        self.chunk, self.count = chunk, count
+        super().__init__(timeout)
+
+    def serve(self, connection: socket.socket) -> None:
+        for _ in range(self.count):
+            connection.sendall(self.chunk)
 
 
 class RpycServer(ChildProcess):
@@ -106,34 +120,13 @@ class RpycServer(ChildProcess):
         return self
 
 
-class Responder:
-    """A loopback TCP server thread, an instrument's command port: one connection, one answer line per line."""
+class Responder(_OneConnection):
+    """An instrument's command port: one answer line for each line of the one connection."""
 
     ANSWER = b"+1.234567E+00\r\n"
 
-    def __init__(self, timeout: float = 60.0) -> None:
-        self._listener = socket.create_server((HOST, 0))
-        self._listener.settimeout(timeout)
-        self.address: tuple[str, int] = self._listener.getsockname()[:2]
-        self._thread = threading.Thread(target=self._run, name="bench-responder", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            connection, _ = self._listener.accept()
-            with connection, connection.makefile("rb") as lines:
-                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                while lines.readline():
-                    connection.sendall(self.ANSWER)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._listener.close()
-        self._thread.join(10)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def serve(self, connection: socket.socket) -> None:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with connection.makefile("rb") as lines:
+            while lines.readline():
+                connection.sendall(self.ANSWER)

@@ -43,6 +43,19 @@ def sockets_env(agent_process: AgentProcess, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("ENGEE_AGENT_TOKEN", agent_process.token)
 
 
+@pytest.fixture
+def connected(agent: Agent) -> Iterator[tuple]:
+    """An agent TCP socket connected to a plain peer socket: (agent side, plain side)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+        client = agent.Socket()
+        client.connect(*listener.getsockname())
+        plain, _ = listener.accept()
+    with plain, client:
+        plain.settimeout(30)
+        yield client, plain
+
+
 def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
     with socket.socket(socket.AF_INET, kind) as probe:
         probe.bind(("127.0.0.1", 0))

@@ -20,19 +20,6 @@ from lab.process import ChildProcess
 from .conftest import Background, recv_exactly
 
 
-@pytest.fixture
-def connected(agent: Agent):
-    """An agent TCP socket connected to a plain peer socket: (agent side, plain side)."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(10)
-        client = agent.Socket()
-        client.connect(*listener.getsockname())
-        plain, _ = listener.accept()
-    with plain, client:
-        plain.settimeout(10)
-        yield client, plain
-
-
 @pytest.fixture(scope="module")
 def instrument():
     """The simulated SCPI instrument, sending every answer a few bytes at a time."""

@@ -27,7 +27,7 @@ import pytest
 
 from lab.process import ChildProcess
 
-from .test_topology import UNSUPPORTED, _ip, _skip_or_fail, _start
+from .test_topology import UNSUPPORTED, _children, _ip, _skip_or_fail, _start
 
 DEVICES = {
     "dev1": {"AF_INET": "10.230.0.11", "AF_INET6": "fd00:230::11"},
@@ -305,8 +305,7 @@ def test_the_notebook_finds_the_devices_by_broadcast_and_speaks_to_them_by_multi
     device_script, notebook_script = tmp_path / "device.py", tmp_path / "notebook.py"
     device_script.write_text(DEVICE)
     notebook_script.write_text(NOTEBOOK)
-    started: list[ChildProcess] = []
-    try:
+    with _children() as started:
         for name in DEVICES:
             ports = [str(CONTROL_PORT), str(MEMBER_PORT), "join" if name in MEMBERS else "stay"]
             device = ChildProcess(
@@ -347,10 +346,3 @@ def test_the_notebook_finds_the_devices_by_broadcast_and_speaks_to_them_by_multi
         for transport in ("http", "channel"):
             _check(seen[transport])
         assert all(child.alive() for child in started)
-    except BaseException:
-        for child in started:
-            print(f"--- {child.argv[4:7]} output:\n{child.output()}")
-        raise
-    finally:
-        for child in reversed(started):
-            child.stop()

@@ -4,7 +4,6 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,19 +16,6 @@ from .conftest import Background
 from .faulty_proxy import FaultyProxy
 
 LINES = 10_000
-
-
-@pytest.fixture
-def connected(agent: Agent) -> Iterator[tuple]:
-    """An agent TCP socket connected to a plain peer socket: (agent side, plain side)."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(10)
-        client = agent.Socket()
-        client.connect(*listener.getsockname())
-        plain, _ = listener.accept()
-    with plain, client:
-        plain.settimeout(30)
-        yield client, plain
 
 
 class Collector:

@@ -2,30 +2,15 @@
 
 import os
 import signal
-import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from engee_client import Agent, TransferInterrupted
+from engee_client import TransferInterrupted
 
 from .conftest import Background, recv_exactly
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def connected(agent: Agent) -> Iterator[tuple]:
-    """An agent TCP socket connected to a plain peer socket: (agent side, plain side)."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(10)
-        client = agent.Socket()
-        client.connect(*listener.getsockname())
-        plain, _ = listener.accept()
-    with plain, client:
-        plain.settimeout(30)
-        yield client, plain
 
 
 def _interrupt_after(seconds: float) -> threading.Timer:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +168,21 @@ def namespaces() -> Iterator[Namespaces]:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
 
 
+@contextmanager
+def _children() -> Iterator[list[ChildProcess]]:
+    """The processes a test starts (with `_start`): their output shown if it fails, all stopped at the end."""
+    started: list[ChildProcess] = []
+    try:
+        yield started
+    except BaseException:
+        for child in started:
+            print(f"--- {child.argv[4:7]} output:\n{child.output()}")
+        raise
+    finally:
+        for child in reversed(started):
+            child.stop()
+
+
 def _start(child: ChildProcess, started: list[ChildProcess]) -> None:
     started.append(child)
     child.start(timeout=30)
@@ -195,8 +211,7 @@ def test_notebook_reaches_the_device_only_through_the_agent(namespaces: Namespac
     script = tmp_path / "notebook.py"
     script.write_text(NOTEBOOK)
     device_probes = [(DEVICE_ADDRESS, UDP_PORT, "udp"), (DEVICE_ADDRESS, TCP_PORT, "tcp")]
-    started: list[ChildProcess] = []
-    try:
+    with _children() as started:
         device = ChildProcess(
             [
                 *spaces.run(spaces.lab),
@@ -265,10 +280,3 @@ def test_notebook_reaches_the_device_only_through_the_agent(namespaces: Namespac
         assert via["tcp"]["peer"] == [DEVICE_ADDRESS, TCP_PORT]
         assert via["agent_sockets_left"] == 0
         assert agent.alive() and device.alive()
-    except BaseException:
-        for child in started:
-            print(f"--- {child.argv[4:7]} output:\n{child.output()}")
-        raise
-    finally:
-        for child in reversed(started):
-            child.stop()
