@@ -118,7 +118,9 @@ class Dispatcher:
                 result = await operation(request, principal)
         except CallerGone:
             return None
-        except (Fault, ValueError, OSError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, Fault | ValueError | OSError):
+                log.exception("%s of %s failed", method.name, principal.name)
             detail = error_detail(exc, method.name, descriptor)
             if method.name in AUDITED or detail.code in _REFUSALS:
                 self.audit.record(
@@ -176,8 +178,9 @@ def error_detail(exc: Exception, method: str, descriptor: int | None) -> ErrorDe
         return ErrorDetail(code=ErrorCode.BAD_REQUEST, message=describe_validation(exc), method=method)
     if isinstance(exc, ValueError):
         return ErrorDetail(code=ErrorCode.BAD_REQUEST, message=str(exc), method=method)
-    assert isinstance(exc, OSError)
-    return detail_from_os_error(exc, method, descriptor)
+    if isinstance(exc, OSError):
+        return detail_from_os_error(exc, method, descriptor)
+    return ErrorDetail(code=ErrorCode.INTERNAL, message=f"the agent failed: {type(exc).__name__}", method=method)
 
 
 def _audit_subject(method: str, call: Any, result: Any) -> tuple[int | None, m.Address | None, m.Address | None]:

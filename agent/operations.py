@@ -210,24 +210,24 @@ class Operations:
         entry = self.table.get(request.descriptor, principal.name)
         if request.bufsize > self.limits.max_bufsize:
             raise Fault(ErrorCode.PAYLOAD_TOO_LARGE, over_max_bufsize(request.bufsize, self.limits.max_bufsize))
-        if entry.held:
-            return _cut(entry, _held(entry, m.ReceiveResponse), request.bufsize)
         async with self._wait_slot(principal):
-            result = await read(entry, request.bufsize, request.wait, gone)
+            result = await _attempt(
+                entry, entry.reader, request.wait, False, partial(_take, entry, request.bufsize), gone
+            )
         return m.ReceiveResponse(pending=True) if result is None else result
 
     def give_back(self, principal: Principal, request: m.Request, outcome: m.Response) -> None:
         """What a cancelled call took goes back to its socket, first in line for the next call of its kind:
         bytes or a datagram for the next receive (a line with its terminator), a connection for the next accept.
         First: it was taken before anything the socket holds now."""
+        if isinstance(request, m.ReadLineRequest) and isinstance(outcome, m.ReceiveResponse) and not outcome.pending:
+            outcome = m.ReceiveResponse(data=outcome.data + request.terminator.encode("latin-1"))
         kept = (isinstance(outcome, m.ReceiveResponse) and outcome.data) or (
             isinstance(outcome, m.AcceptResponse) and outcome.descriptor is not None
         )
         descriptor = getattr(request, "descriptor", None)
         if not kept or descriptor is None or not self.table.is_open(descriptor, principal.name):
             return
-        if isinstance(request, m.ReadLineRequest) and isinstance(outcome, m.ReceiveResponse):
-            outcome = m.ReceiveResponse(data=outcome.data + request.terminator.encode("latin-1"))
         self.table.get(descriptor, principal.name).held.appendleft(outcome)
 
     async def is_open(self, request: m.IsOpenRequest, principal: Principal) -> m.IsOpenResponse:
@@ -302,23 +302,13 @@ class Operations:
         return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
 
 
-async def read(
-    entry: Entry, size: int, wait: float | None = None, gone: Gone | None = None
-) -> m.ReceiveResponse | None:
-    """Up to `size` bytes of a stream socket (empty with `eof` at its end), or one datagram with its sender;
-    None when `wait` seconds pass first. Waits for readiness first, so a wait that ends empty loses nothing."""
-    return await _attempt(entry, entry.reader, wait, False, partial(read_now, entry, size), gone)
-
-
 async def framed_read(entry: Entry, framing: Framing, wait: float, gone: Gone | None = None) -> m.ReceiveResponse:
     """One frame (a line, or exact bytes) of a stream socket, from what was held back first; pending when `wait`
     seconds pass first. Whatever it read and did not return stays first in line for the next read, so a read
     that times out, fails or is cancelled loses nothing."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    try:
-        await asyncio.wait_for(entry.reader.acquire(), wait)
-    except TimeoutError:
+    if not await _acquire(entry.reader, wait):
         return m.ReceiveResponse(pending=True)
     try:
         while True:
@@ -369,6 +359,13 @@ def read_now(entry: Entry, size: int) -> m.ReceiveResponse:
     return m.ReceiveResponse(data=data, peer=m.Address(host=sender[0], port=sender[1]), truncated=truncated)
 
 
+def _take(entry: Entry, size: int) -> m.ReceiveResponse:
+    """What a receive gets now, under the socket's reader lock: what was given back first, else the OS's."""
+    if entry.held:
+        return _cut(entry, _held(entry, m.ReceiveResponse), size)
+    return read_now(entry, size)
+
+
 def _held(entry: Entry, kind: type[Given]) -> Given:
     """The oldest answer given back to this socket by a cancelled call."""
     given = entry.held.popleft()
@@ -392,17 +389,24 @@ async def _attempt(
 ) -> T | None:
     """Run a non-blocking `call` under `lock` until it succeeds; None when `wait` seconds pass first."""
     deadline = None if wait is None else asyncio.get_running_loop().time() + wait
-    if lock.locked():
-        try:
-            await asyncio.wait_for(lock.acquire(), wait)
-        except TimeoutError:
-            return None
-    else:
-        await lock.acquire()
+    if not await _acquire(lock, wait):
+        return None
     try:
         return await entry.attempt(call, write=write, deadline=deadline, gone=gone)
     finally:
         lock.release()
+
+
+async def _acquire(lock: asyncio.Lock, wait: float | None) -> bool:
+    """Take `lock` within `wait` seconds; a free one at once, even with no time to wait."""
+    if not lock.locked():
+        await lock.acquire()
+        return True
+    try:
+        await asyncio.wait_for(lock.acquire(), wait)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _send_all(entry: Entry, data: bytes) -> int:

@@ -125,6 +125,8 @@ def _index(interface: str | None) -> int:
     if interface is None:
         return 0
     if interface.isdigit():
+        if int(interface) >= 2**31:
+            raise ValueError(f"interface index {interface} is out of range")
         return int(interface)
     try:
         return socket.if_nametoindex(interface)

@@ -149,6 +149,7 @@ class Stream:
         except BlockingIOError:
             return True
         self.entry.dropped += 1
+        self.entry.last_call = time.monotonic()  # data comes: the socket is in use, though its client lags
         return True
 
     def _length(self, frame: DataFrame) -> int:

@@ -83,6 +83,8 @@ class _Stream:
     """(data, sender); the first chunk may be partly taken already (`cut` bytes of it)."""
     cut: int = 0
     end: EndFrame | None = None
+    taken: tuple[bytes, list[Any] | None] = (b"", None)
+    """What the last take took, to put back if its call is interrupted before it returns."""
     seen: int = -1
     """`received` when a framed read last looked and found no whole frame: it waits for more than that."""
 
@@ -98,6 +100,7 @@ class _Stream:
         if not self.cut and len(self.chunks[0][0]) <= size and len(self.chunks) == 1:
             data = self.chunks.popleft()[0]
             self.consumed += len(data)
+            self.taken = (data, None)
             return data
         taken = bytearray()
         while self.chunks and len(taken) < size:
@@ -109,7 +112,18 @@ class _Stream:
                 self.chunks.popleft()
                 self.cut = 0
         self.consumed += len(taken)
-        return bytes(taken)
+        self.taken = (bytes(taken), None)
+        return self.taken[0]
+
+    def put_back(self, granted: tuple[int, int]) -> None:
+        """Undo the last take (and the grant made of it): its bytes or datagram are first in line again."""
+        data, peer = self.taken
+        if self.cut and not self.datagrams:  # the take ended inside a chunk: its rest is still the front
+            front = self.chunks.popleft()[0]
+            data, self.cut = data + front[self.cut :], 0
+        self.chunks.appendleft((data, peer))
+        self.consumed -= 1 if self.datagrams else len(self.taken[0])
+        self.granted, self.granted_at = granted
 
     def grant(self) -> bytes:
         """Open the window again from what receives took; the agent may forget what they took."""
@@ -264,13 +278,12 @@ class ChannelState:
         nbytes = request.nbytes if isinstance(request, m.ReceiveExactlyRequest) else 0
         if (refusal := self._over_max_bufsize(nbytes, method)) is not None:
             return Reply(refusal, self.boot)
-        framing = _framing(request)
         stream = yield from self._stream(request.descriptor)
-        if framing.wants() > stream.window and not stream.datagrams:
-            message = (
-                f"a frame of up to {framing.wants()} bytes is over the channel's read-ahead window of {stream.window}"
-            )
+        if nbytes > stream.window:
+            message = f"receive_exactly of {nbytes} bytes is over the channel's read-ahead window of {stream.window}"
             return Reply(ErrorDetail(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message, method=method), self.boot)
+        if stream.granted < stream.consumed + (nbytes or stream.window):  # room for the whole frame to come
+            yield stream.grant()
         if isinstance(request, m.QueryRequest):
             question = m.SendRequest(descriptor=request.descriptor, data=request.data)
             yield from self._post(Call(METHODS.send, question, call.call_id, call.boot), request.descriptor)
@@ -280,10 +293,12 @@ class ChannelState:
         """What the agent can give now, and what its stream read that no receive here has taken yet."""
         reply = yield from self._request(call)
         answer = reply.outcome
-        if not isinstance(answer, m.AvailableResponse) or answer.streamed is None or stream.datagrams:
+        if not isinstance(answer, m.AvailableResponse):
             return reply
-        ahead = max(0, answer.streamed - stream.consumed)
-        return Reply(m.AvailableResponse(available=answer.available + ahead, streamed=answer.streamed), reply.boot)
+        here = sum(len(data) for data, _ in stream.chunks) - stream.cut
+        on_the_way = 0 if answer.streamed is None or stream.datagrams else max(0, answer.streamed - stream.received)
+        total = answer.available + here + on_the_way
+        return Reply(m.AvailableResponse(available=total, streamed=answer.streamed), reply.boot)
 
     def _stream(self, descriptor: int) -> Generator[Step, bool, _Stream]:
         """The socket's stream; granted its first window when there is none yet."""
@@ -309,7 +324,12 @@ class ChannelState:
             if self._streams.get(stream.descriptor) is not stream:  # closed meanwhile, or the agent restarted
                 return Reply(self._stream_gone(call), self.boot)
         if stream.consumed - stream.granted_at >= max(1, stream.window // 8):
-            yield stream.grant()
+            granted = stream.granted, stream.granted_at
+            try:
+                yield stream.grant()
+            except BaseException:  # interrupted while granting: what was taken stays for the next read
+                stream.put_back(granted)
+                raise
         return Reply(outcome, self.boot)
 
     def _over_max_bufsize(self, size: int, method: str) -> ErrorDetail | None:
@@ -361,6 +381,8 @@ class ChannelState:
         """The frame that cancels call `seq`; its answer is no longer awaited. Kept, to go again on a new link:
         a cancel lost in a cut would leave what the call took from its socket in the agent's ledger."""
         self._unanswered.pop(seq, None)
+        if seq in self._posted_seqs:  # an interrupted query's question: no answer comes, and none is awaited
+            self._answer_posted(seq, None)
         self._cancels.append(seq)
         return encode(CancelFrame(seq))
 
@@ -389,7 +411,7 @@ class ChannelState:
 
     def _take(self, stream: _Stream, bufsize: int) -> m.ReceiveResponse | ErrorDetail | None:
         if stream.chunks and stream.datagrams:
-            data, peer = stream.chunks.popleft()
+            data, peer = stream.taken = stream.chunks.popleft()
             stream.consumed += 1
             sender = m.Address(host=peer[0], port=peer[1]) if peer else None
             return m.ReceiveResponse(data=data[:bufsize], peer=sender, truncated=len(data) > bufsize)
@@ -422,6 +444,9 @@ class ChannelState:
         except ValueError as exc:
             return ErrorDetail(code=ErrorCode.BAD_REQUEST, message=str(exc), method=method)
         if stream.end is None:
+            if stream.buffered() >= stream.window:  # a whole window and no terminator: it can never come
+                message = f"no terminator in the {stream.window} bytes of the channel's read-ahead window"
+                return ErrorDetail(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message, method=method)
             stream.seen = stream.received
             return None
         if stream.end.error is None or stream.chunks:
@@ -540,7 +565,7 @@ class ChannelState:
         else:
             self._replies[frame.seq] = Reply(outcome, self.boot)
 
-    def _answer_posted(self, seq: int, outcome: m.Response | ErrorDetail) -> None:
+    def _answer_posted(self, seq: int, outcome: m.Response | ErrorDetail | None) -> None:
         descriptor = self._posted_seqs.pop(seq)
         posted = self._posted[descriptor]
         size = posted.calls.pop(seq)

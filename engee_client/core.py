@@ -222,9 +222,10 @@ class SocketCore:
         sent = 0
         try:
             for start in range(0, len(data), piece):
-                sent += (yield from self._call(METHODS.send, data=data[start : start + piece])).sent
+                done = (yield from self._call(METHODS.send, data=data[start : start + piece])).sent
+                sent += done
                 if bar:
-                    bar.update(piece)
+                    bar.update(done)
         except KeyboardInterrupt as exc:
             raise TransferInterrupted(
                 f"{self._where('send')}: interrupted; {sent} of {len(data)} bytes went out "
@@ -362,7 +363,7 @@ class SocketCore:
             return (yield from self._receive_flow(65535, timeout))
         try:
             if terminator is not None:
-                return (yield from self._read_line_flow(terminator, timeout, encoding, MAX_LINE))
+                return (yield from self._line_piece(terminator, timeout, encoding))
             if min_bytes > 1:
                 data = yield from self._framed(METHODS.receive_exactly, timeout, nbytes=min_bytes)
                 more = yield from self._receive_flow(PIECE, 0)  # and what else is here already
@@ -375,6 +376,20 @@ class SocketCore:
         if result.eof:
             raise EOFError(f"{self._where('receive')}: the peer closed the connection")
         return result.data
+
+    def _line_piece(self, terminator: str | bytes, timeout: float | None, encoding: str) -> Flow[Piece | None]:
+        """A line as text; one that is no text in `encoding` as its bytes, and one over MAX_LINE as bytes in
+        pieces, so a callback is handed everything, and one odd line never stops the rest."""
+        ending = self._terminator(terminator, encoding, "on_data").decode("latin-1")
+        try:
+            line = yield from self._framed(METHODS.read_line, timeout, terminator=ending, max_length=MAX_LINE)
+        except ValueError:
+            result = yield from self._receive_flow(PIECE, timeout)
+            return bytes(result) if result is not None else None
+        try:
+            return line.decode(encoding)
+        except UnicodeError:
+            return line
 
     def _receive_flow(self, bufsize: int, timeout: float | None) -> Flow[ResultUIntList | None]:
         try:
@@ -421,6 +436,9 @@ class SocketCore:
         self, method: Method[Req, ReceiveResponse], timeout: float | None, then: AnyMethod | None = None, **fields: Any
     ) -> Flow[bytes]:
         """A framed read's bytes; on timeout, a TimeoutError that says how many came (they stay readable)."""
+        if self.socket_type == "SOCK_DGRAM":
+            message = f"{self._where(method.name)}: {method.name} reads a stream; on UDP, receive each datagram"
+            raise OSError(errno.EOPNOTSUPP, message)
         try:
             result = yield from self._wait(method, timeout, then=then, **fields)
         except _WaitExpired as exc:

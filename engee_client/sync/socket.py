@@ -141,7 +141,8 @@ class Socket(SocketCore):
         encoding: str = "ascii",
     ) -> None:
         """Call `callback(socket, piece)` whenever data arrives, without polling: a line (str) when `terminator`
-        is set, else at least `min_bytes` bytes (bytes), or each datagram (with `.address`) on UDP. Callbacks
+        is set (a line that is no text, or over 64 KiB, comes as bytes), else at least `min_bytes` bytes (bytes),
+        or each datagram (with `.address`) on UDP. Callbacks
         run on one client thread, in order; a slow one slows the peer (TCP). `on_data(None)` stops it; what was
         already read is still delivered."""
         options = self._on_data_options(callback, terminator, min_bytes, encoding)
