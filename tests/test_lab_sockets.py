@@ -322,3 +322,36 @@ def test_an_interrupted_read_line_loses_nothing(connected) -> None:
     time.sleep(0.2)
     assert client.read_line(terminator="\r\n", timeout=10) == "first"
     assert client.read_line(terminator="\r\n", timeout=10) == "second"
+
+
+def test_a_framed_read_with_no_time_to_wait_reads_what_is_there(agent_process) -> None:
+    with (
+        Agent(agent_process.url, token=agent_process.token, transport="http") as agent,
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        agent.Socket() as client,
+    ):
+        client.connect(*listener.getsockname())
+        plain, _ = listener.accept()
+        with plain:
+            plain.sendall(b"hello\nworld")
+            deadline = time.monotonic() + 10
+            while client.bytes_available() < 11 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert client.read_line(timeout=0) == "hello"
+            assert client.receive_exactly(5, timeout=0) == b"world"
+
+
+def test_an_interrupted_query_leaves_flush_and_close_working(connected) -> None:
+    """The stop button while a query waits for its answer: the socket's next calls, flush and close go on."""
+    client, plain = connected
+    timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        client.query("*IDN?", timeout=30)  # the peer never answers
+    timer.join()
+    assert recv_exactly(plain, 6) == b"*IDN?\n"  # the question went out once
+    client.write_line("again")
+    client.flush()
+    assert recv_exactly(plain, 6) == b"again\n"
+    client.close()
+    assert client.closed
