@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
         allowed_hosts=settings.allowed_hosts,
         allowed_origins=settings.allowed_origins,
         audit=dispatcher.audit,
+        gateway_users=settings.gateway_users,
     )
     if settings.allowed_origins:
         app.add_middleware(

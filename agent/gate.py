@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from protocol import BOOT_HEADER, HEALTH_PATH, ErrorBody, ErrorCode, ErrorDetail
 
 from .audit import Audit
+from .policy import Policy
 from .settings import Principal
 
 _HINT = (
@@ -45,8 +46,10 @@ class Gate:
         allowed_hosts: tuple[str, ...],
         allowed_origins: tuple[str, ...],
         audit: Audit,
+        gateway_users: dict[str, Policy] | None = None,
     ) -> None:
         self.app = app
+        self.gateway_users = gateway_users
         self.tokens = [(f"Bearer {p.token}".encode(), p) for p in principals]
         self.boot = (BOOT_HEADER.lower().encode(), boot_id.encode())
         self.hosts = {"localhost", *(name.lower() for name in allowed_hosts)}
@@ -66,7 +69,13 @@ class Gate:
             await send(message)
 
         if (user := scope.get(LINK_USER)) is not None:  # the gateway authenticated the user; the link, the gateway
-            scope[PRINCIPAL] = Principal(name=GATEWAY_PREFIX + user, token="")
+            if self.gateway_users is not None and user not in self.gateway_users:
+                reason = f"this agent serves no gateway user {user!r} (its [gateway_users] does not name them)"
+                self.audit.record(GATEWAY_PREFIX + user, scope["path"], f"permission_denied: {reason}")
+                await _refuse(ErrorCode.PERMISSION_DENIED, reason, send_with_boot, scope["type"])
+                return
+            policy = self.gateway_users.get(user) if self.gateway_users is not None else None
+            scope[PRINCIPAL] = Principal(name=GATEWAY_PREFIX + user, token="", policy=policy)
             await self.app(scope, receive, send_with_boot)
             return
         headers = dict(scope["headers"])

@@ -58,7 +58,7 @@ class Operations:
 
     async def bind(self, request: m.BindRequest, principal: Principal) -> m.SocketInfo:
         entry = self.table.get(request.descriptor, principal.name)
-        entry.sock.bind(await self._resolve(entry, "bind", request.host, request.port))
+        entry.sock.bind(await self._resolve(entry, "bind", request.host, request.port, principal))
         return entry.info()
 
     async def listen(self, request: m.ListenRequest, principal: Principal) -> m.SocketInfo:
@@ -90,7 +90,7 @@ class Operations:
         self, request: m.ConnectRequest, principal: Principal, gone: Gone | None = None
     ) -> m.ConnectResponse:
         entry = self.table.get(request.descriptor, principal.name)
-        target = await self._resolve(entry, "connect", request.host, request.port)
+        target = await self._resolve(entry, "connect", request.host, request.port, principal)
         if not entry.stream:
             entry.sock.connect(target)
             return _connected(entry)
@@ -133,7 +133,7 @@ class Operations:
         entry = self.table.get(request.descriptor, principal.name)
         if entry.stream:
             raise OSError(errno.EOPNOTSUPP, "send_to needs a SOCK_DGRAM socket; a TCP socket sends to its peer: send")
-        target = await self._resolve(entry, "connect", request.host, request.port)
+        target = await self._resolve(entry, "connect", request.host, request.port, principal)
         await _attempt(entry, entry.writer, None, True, lambda: entry.sock.sendto(request.data, target))
         entry.bytes_out += len(request.data)
         return m.SendResponse(sent=len(request.data))
@@ -191,7 +191,7 @@ class Operations:
         """A group is a destination: joining one needs the policy's leave to reach it at the socket's port."""
         entry = self.table.get(request.descriptor, principal.name)
         port = entry.sock.getsockname()[1]
-        refusal = join and await self.policy.refusal("connect", request.group, port, self._resolve_rule_name)
+        refusal = join and await self._refusal("connect", request.group, port, principal)
         if refusal:
             raise Fault(ErrorCode.PERMISSION_DENIED, f"joining group {request.group}: {refusal}")
         options.membership(entry.sock, request.group, request.interface, join)
@@ -281,7 +281,15 @@ class Operations:
             if not self._waiting_by[principal.name]:
                 del self._waiting_by[principal.name]
 
-    async def _resolve(self, entry: Entry, action: str, host: str, port: int) -> SocketAddress:
+    async def _refusal(self, action: str, ip: str, port: int, principal: Principal) -> str | None:
+        """Why the agent's policy, or the principal's own rules on top of it, refuse `action` to `ip:port`."""
+        refusal = await self.policy.refusal(action, ip, port, self._resolve_rule_name)
+        if refusal is None and principal.policy is not None:
+            refusal = await principal.policy.refusal(action, ip, port, self._resolve_rule_name)
+            refusal = refusal and f"{refusal}, a rule for {principal.name}"
+        return refusal
+
+    async def _resolve(self, entry: Entry, action: str, host: str, port: int, principal: Principal) -> SocketAddress:
         """Resolve on the agent (the notebook's DNS is not the lab's), then apply the policy."""
         loop = asyncio.get_running_loop()
         try:
@@ -289,7 +297,7 @@ class Operations:
         except socket.gaierror as exc:  # sent with its EAI_* name; the client raises socket.gaierror
             raise socket.gaierror(exc.errno, f"cannot resolve {host!r} for {entry.family}: {exc.strerror}") from None
         address: SocketAddress = infos[0][4]
-        refusal = await self.policy.refusal(action, str(address[0]), int(address[1]), self._resolve_rule_name)
+        refusal = await self._refusal(action, str(address[0]), int(address[1]), principal)
         if refusal:
             raise Fault(ErrorCode.PERMISSION_DENIED, refusal)
         return address

@@ -49,6 +49,8 @@ class Principal:
     name: str
     token: str
     admin: bool = False
+    policy: Policy | None = None
+    """Rules of its own, on top of the agent's (both must allow): a gateway user's, from [gateway_users]."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class Settings:
     log_level: str = "warning"
     gateways: tuple[str, ...] = ()
     """Gateway URLs to link out to (agent/link.py), tried in turn; none: no link."""
+    gateway_users: dict[str, Policy] | None = None
+    """The gateway users this agent serves, each with its own rules; None: every user the gateway lets in."""
     agent_id: str | None = None
     agent_key: str | None = None
     listen: bool = True
@@ -266,6 +270,7 @@ def _build(args: argparse.Namespace, config: dict[str, Any], environ: Mapping[st
                 [*policy_config.get("bind_deny", ()), *args.deny_bind],
             ),
         ),
+        gateway_users=_gateway_users(config.get("gateway_users")),
         limits=_limits(config.get("limits", {})),
         ssl_certfile=_pick(args.ssl_certfile, config.get("ssl_certfile"), None),
         ssl_keyfile=_pick(args.ssl_keyfile, config.get("ssl_keyfile"), None),
@@ -329,6 +334,19 @@ def _principals(
     if len(set(tokens)) != len(tokens):
         raise SettingsError("two principals share a token; each needs its own")
     return tuple(principals), generated
+
+
+def _gateway_users(configured: dict[str, Any] | None) -> dict[str, Policy] | None:
+    """[gateway_users.NAME] tables: the users served, each with rules of its own (the agent's apply too)."""
+    if configured is None:
+        return None
+    return {
+        name: Policy(
+            connect=RuleSet.parse(rules.get("connect_allow", ()), rules.get("connect_deny", ())),
+            bind=RuleSet.parse(rules.get("bind_allow", ()), rules.get("bind_deny", ())),
+        )
+        for name, rules in configured.items()
+    }
 
 
 def _limits(configured: dict[str, Any]) -> Limits:
@@ -452,6 +470,9 @@ CONFIG = Table(
         "host": STRING,
         "port": _NUMBERS[int],
         "principals": TableOf(Table({"token": STRING, "admin": Value("true or false", (bool,))})),
+        "gateway_users": TableOf(
+            Table({name: STRINGS for name in ("connect_allow", "connect_deny", "bind_allow", "bind_deny")})
+        ),
         "allowed_hosts": STRINGS,
         "allowed_origins": STRINGS,
         "policy": Table({name: STRINGS for name in ("connect_allow", "connect_deny", "bind_allow", "bind_deny")}),

@@ -32,7 +32,7 @@ token = "{TOKENS["alice"]}"
 agents = ["lab-7", "lab-8", "spare"]
 [users.bob]
 token = "{TOKENS["bob"]}"
-agents = ["lab-7"]
+agents = ["lab-7", "spare"]
 """
 
 
@@ -45,14 +45,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         yield process
 
 
-def linked_agent(gateway: GatewayProcess, agent_id: str, folder: Path, *args: str) -> AgentProcess:
-    """An agent that links out to `gateway` as `agent_id`, started; linked once the gateway answers for it."""
+def linked_agent(gateway: GatewayProcess, agent_id: str, folder: Path, *args: str, user: str = "alice") -> AgentProcess:
+    """An agent that links out to `gateway` as `agent_id`, started; linked once the gateway answers `user` for it."""
     process = AgentProcess(
         "--gateway", gateway.url, "--agent-id", agent_id, "--agent-key", KEYS[agent_id], *args, log_dir=str(folder)
     ).start()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        reply = httpx.get(f"{gateway.url}/agents/{agent_id}/v1/agent", headers=_bearer("alice"))
+        reply = httpx.get(f"{gateway.url}/agents/{agent_id}/v1/agent", headers=_bearer(user))
         if reply.status_code == 200:
             return process
         time.sleep(0.1)
@@ -134,6 +134,25 @@ def test_lab_sockets_through_the_gateway(gateway: GatewayProcess, lab: AgentProc
             assert three.wait(30)
             sock.on_data(None)
             assert lines == ["a", "b", "c"]
+
+
+def test_the_pc_owner_narrows_gateway_users_with_rules_of_their_own(gateway: GatewayProcess, tmp_path: Path) -> None:
+    """[gateway_users] in the agent's config: only the users it names are served, each within the agent's policy
+    and rules of their own; a user the gateway lets in but the agent does not name is refused."""
+    config = tmp_path / "agent.toml"
+    config.write_text('[gateway_users.bob]\nconnect_allow = ["127.0.0.1:1-1023"]\n')
+    process = linked_agent(gateway, "spare", tmp_path, "--config", str(config), user="bob")
+    try:
+        for transport in ("http", "channel"):
+            with pytest.raises(PermissionError, match="serves no gateway user 'alice'"):
+                through(gateway, transport, "alice", "spare").Socket()
+            with through(gateway, transport, "bob", "spare") as bob, socket.create_server(("127.0.0.1", 0)) as listener:
+                with bob.Socket("AF_INET", "SOCK_DGRAM") as udp:
+                    assert udp.connect("127.0.0.1", 9) == 0  # within bob's rules (no packet is sent)
+                with bob.Socket() as tcp, pytest.raises(PermissionError, match="a rule for gateway:bob"):
+                    tcp.connect(*listener.getsockname(), timeout=5)
+    finally:
+        process.stop()
 
 
 def test_an_agent_that_is_not_linked_is_offline_at_once(gateway: GatewayProcess, transport: str) -> None:
