@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +34,8 @@ RELAY_TIMEOUT = 75.0
 """Seconds a relayed request may take: a blocking call's longest wait (60 s) and some."""
 OPEN_TIMEOUT = 10.0
 """Seconds an agent has to answer a channel's upgrade."""
+PROBE_TIMEOUT = 2.0
+"""Seconds the status page waits for an agent's health check."""
 MAX_BODY = MAX_LINK_FRAME - 64 * 1024
 """The largest request body relayed: at least the agent's max_body."""
 PASSED = frozenset({"content-type", "accept", "x-engee-call", "x-engee-boot", "x-engee-meta"})
@@ -50,6 +53,8 @@ class AgentRow(BaseModel):
     """When its link came up (seconds since the epoch)."""
     calls: int = 0
     """Requests and channels the gateway opened on its link."""
+    rtt_ms: float | None = None
+    """The round trip of a health check over its link, measured for this page; None when it is offline."""
 
 
 class GatewayStatus(BaseModel):
@@ -119,8 +124,10 @@ def create_app(settings: Settings) -> FastAPI:
             user = user_of(request.headers)
         except Refusal as refusal:
             return refusal.response()
+        agent_ids = sorted(user.agents & set(settings.agents))
+        rtts = await asyncio.gather(*(_round_trip(links.get(agent_id), user.name) for agent_id in agent_ids))
         rows = []
-        for agent_id in sorted(user.agents & set(settings.agents)):
+        for agent_id, rtt in zip(agent_ids, rtts, strict=True):
             linked = links.get(agent_id)
             rows.append(
                 AgentRow(
@@ -128,6 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
                     online=linked is not None,
                     since=linked.since if linked else None,
                     calls=linked.calls if linked else 0,
+                    rtt_ms=rtt,
                 )
             )
         return GatewayStatus(user=user.name, agents=rows)
@@ -211,6 +219,19 @@ def create_app(settings: Settings) -> FastAPI:
         return _response(answer.status, answer.headers, answer.body)
 
     return app
+
+
+async def _round_trip(linked: LinkedAgent | None, user: str) -> float | None:
+    """Milliseconds a health check takes over the agent's link, there and back (at most PROBE_TIMEOUT)."""
+    if linked is None:
+        return None
+    probe = {"kind": "http", "method": "GET", "path": HEALTH_PATH, "query": "", "headers": [], "body": b""}
+    start = time.perf_counter()
+    try:
+        await linked.request(user, probe, PROBE_TIMEOUT)
+    except (Offline, TimeoutError):
+        return None
+    return round((time.perf_counter() - start) * 1000, 2)
 
 
 def _offline(agent_id: str) -> Refusal:

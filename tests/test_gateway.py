@@ -265,10 +265,11 @@ def test_a_link_that_drops_makes_calls_offline_and_comes_back(gateway: GatewayPr
 
 def test_the_status_pages_show_the_links(gateway: GatewayProcess, lab: AgentProcess) -> None:
     alices = httpx.get(f"{gateway.url}/v1/status", headers=_bearer("alice")).json()
-    online = {row["agent_id"]: row["online"] for row in alices["agents"]}
-    assert online["lab-7"] and not online["spare"] and alices["user"] == "alice"
+    rows = {row["agent_id"]: row for row in alices["agents"]}
+    assert rows["lab-7"]["online"] and not rows["spare"]["online"] and alices["user"] == "alice"
+    assert rows["lab-7"]["rtt_ms"] > 0 and rows["spare"]["rtt_ms"] is None  # a health check over the link
     bobs = httpx.get(f"{gateway.url}/v1/status", headers=_bearer("bob")).json()
-    assert [row["agent_id"] for row in bobs["agents"]] == ["lab-7"]  # only what bob may use
+    assert [row["agent_id"] for row in bobs["agents"]] == ["lab-7", "spare"]  # only what bob may use
     assert httpx.get(f"{gateway.url}/v1/status").status_code == 401
     agents_own = httpx.get(f"{lab.url}/v1/status", headers={"Authorization": f"Bearer {lab.token}"}).json()
     assert agents_own["link"] == f"linked to {gateway.url}"
