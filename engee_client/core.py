@@ -34,6 +34,7 @@ from protocol import (
     AgentRestartedError,
     AnyMethod,
     ErrorDetail,
+    IncompleteReadError,
     Method,
     ProtocolError,
     exception_for,
@@ -358,7 +359,8 @@ class SocketCore:
     ) -> Flow[Piece | None]:
         """The next piece of what arrives, as `on_data` hands it over: a line (str) when a terminator is set,
         else at least `min_bytes` bytes of a stream, or one datagram with its sender. None when `timeout`
-        passed first (nothing taken); EOFError at the end of the stream."""
+        passed first (nothing taken); EOFError at the end of the stream, once what came before it (a last line
+        without its terminator, fewer than `min_bytes` bytes) was handed over as bytes."""
         if self.socket_type == "SOCK_DGRAM":
             return (yield from self._receive_flow(65535, timeout))
         try:
@@ -369,6 +371,11 @@ class SocketCore:
                 more = yield from self._receive_flow(PIECE, 0)  # and what else is here already
                 return data + bytes(more) if more else data
             result = yield from self._wait(METHODS.receive, timeout, bufsize=PIECE)
+        except IncompleteReadError:
+            tail = yield from self._receive_flow(PIECE, 0)  # the stream ended inside a piece: its rest
+            if tail is None:
+                raise
+            return bytes(tail)
         except TimeoutError as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # the system's ETIMEDOUT, not the wait's end

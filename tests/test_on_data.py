@@ -257,3 +257,13 @@ def test_a_full_datagram_window_drops_and_counts(agent_process: AgentProcess) ->
         release.set()
         station.on_data(None)
         assert delivered == sorted(set(delivered)) and len(delivered) + dropped <= sent
+
+
+def test_what_comes_before_the_end_is_handed_over(connected) -> None:
+    """A last line without its terminator, and a tail shorter than min_bytes, still reach the callback."""
+    client, plain = connected
+    collector = Collector(2)
+    client.on_data(collector, terminator="\n")
+    plain.sendall(b"whole\npart")
+    plain.shutdown(socket.SHUT_WR)
+    assert collector.wait() == ["whole", b"part"]
