@@ -46,7 +46,7 @@ def test_an_interrupted_read_hands_over_what_came_and_the_socket_goes_on(connect
     client, plain = connected
     payload = os.urandom(8 * MIB)
     plain.sendall(payload[: 3 * MIB + 1000])  # three whole pieces, and part of a fourth
-    timer = _interrupt_after(1.5)
+    timer = _interrupt_after(3.0)
     with pytest.raises(TransferInterrupted, match="interrupted after 3145728 of 8388608 bytes") as caught:
         client.receive_exactly(len(payload), progress=True)
     timer.join()
