@@ -141,17 +141,14 @@ class Operations:
     async def read_line(
         self, request: m.ReadLineRequest, principal: Principal, gone: Gone | None = None
     ) -> m.ReceiveResponse:
-        entry = self._framed_entry(request.descriptor, principal, "read_line")
-        framing = Framing(terminator=request.terminator.encode("latin-1"), limit=request.max_length)
-        async with self._wait_slot(principal):
-            return await framed_read(entry, framing, request.wait, gone)
+        return await self._framed(
+            self._framed_entry(request.descriptor, principal, "read_line"), request, principal, gone
+        )
 
     async def query(self, request: m.QueryRequest, principal: Principal, gone: Gone | None = None) -> m.ReceiveResponse:
         entry = self._framed_entry(request.descriptor, principal, "query")
         await _send_all(entry, request.data)
-        framing = Framing(terminator=request.terminator.encode("latin-1"), limit=request.max_length)
-        async with self._wait_slot(principal):
-            return await framed_read(entry, framing, request.wait, gone)
+        return await self._framed(entry, request, principal, gone)
 
     async def receive_exactly(
         self, request: m.ReceiveExactlyRequest, principal: Principal, gone: Gone | None = None
@@ -159,8 +156,17 @@ class Operations:
         entry = self._framed_entry(request.descriptor, principal, "receive_exactly")
         if request.nbytes > self.limits.max_bufsize:
             raise Fault(ErrorCode.PAYLOAD_TOO_LARGE, over_max_bufsize(request.nbytes, self.limits.max_bufsize))
+        return await self._framed(entry, request, principal, gone)
+
+    async def _framed(
+        self,
+        entry: Entry,
+        request: m.ReadLineRequest | m.ReceiveExactlyRequest,
+        principal: Principal,
+        gone: Gone | None,
+    ) -> m.ReceiveResponse:
         async with self._wait_slot(principal):
-            return await framed_read(entry, Framing(size=request.nbytes), request.wait, gone)
+            return await framed_read(entry, request.framing(), request.wait, gone)
 
     async def bytes_available(self, request: m.DescriptorRequest, principal: Principal) -> m.AvailableResponse:
         entry = self.table.get(request.descriptor, principal.name)

@@ -287,7 +287,7 @@ class ChannelState:
         if isinstance(request, m.QueryRequest):
             question = m.SendRequest(descriptor=request.descriptor, data=request.data)
             yield from self._post(Call(METHODS.send, question, call.call_id, call.boot), request.descriptor)
-        return (yield from self._serve(call, stream, lambda: self._take_framed(stream, _framing(request), method)))
+        return (yield from self._serve(call, stream, lambda: self._take_framed(stream, request.framing(), method)))
 
     def _available(self, call: Call, stream: _Stream) -> Flow:
         """What the agent can give now, and what its stream read that no receive here has taken yet."""
@@ -578,13 +578,6 @@ class ChannelState:
             )
         if not posted.calls and posted.failure is None:
             del self._posted[descriptor]
-
-
-def _framing(request: m.ReadLineRequest | m.ReceiveExactlyRequest) -> Framing:
-    """What a framed read's request asks for, as the agent frames it."""
-    if isinstance(request, m.ReceiveExactlyRequest):
-        return Framing(size=request.nbytes)
-    return Framing(terminator=request.terminator.encode("latin-1"), limit=request.max_length)
 
 
 def _restarted(method: str) -> ErrorDetail:

@@ -297,8 +297,7 @@ class SocketCore:
         self, count: int, datatype: str, byte_order: str, timeout: float | None, progress: bool | None = None
     ) -> Flow[list[int] | list[float]]:
         try:
-            size = item_size(datatype)
-            unpack_values(b"", datatype, byte_order)
+            size = item_size(datatype, byte_order)
         except ValueError as exc:
             raise ValueError(f"{self._where('read_values')}: {exc}") from None
         if isinstance(count, bool) or not isinstance(count, int):

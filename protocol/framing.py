@@ -6,15 +6,12 @@ frames what a channel's stream brought with the same code, so both sides agree b
 from __future__ import annotations
 
 import struct
-from typing import Literal
 
 MAX_LINE = 64 * 1024
 """The longest line `read_line` returns by default (without its terminator); a longer one is an error."""
 MAX_TERMINATOR = 16
 """The longest terminator, in bytes."""
 
-Datatype = Literal["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
-ByteOrder = Literal["little", "big"]
 DATATYPES: dict[str, str] = {
     "int8": "b",
     "uint8": "B",
@@ -108,8 +105,9 @@ class Framing:
         return True
 
 
-def item_size(datatype: str) -> int:
-    return struct.calcsize("<" + _format(datatype))
+def item_size(datatype: str, byte_order: str) -> int:
+    """Bytes a `datatype` item takes; ValueError for an unknown datatype or byte order."""
+    return struct.calcsize(_order(byte_order) + _format(datatype))
 
 
 def pack_values(values: list[int] | list[float], datatype: str, byte_order: str) -> bytes:

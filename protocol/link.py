@@ -18,8 +18,8 @@ binary message:
     both ways         [2, stream, data]              MESSAGE: one binary message of a channel stream
     both ways         [3, stream, code, reason]      CLOSE a channel stream (a WebSocket close code)
 
-A gateway that loses the link answers its open streams `agent_offline`; the notebook's client
-retries under the same call ids, so the agent's ledger runs each call at most once.
+A gateway that loses the link answers its open streams `agent_offline` at once; the notebook's
+channel links again with its session, and the agent's ledger runs each call at most once.
 """
 
 from __future__ import annotations

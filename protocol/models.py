@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .addresses import host_port
-from .framing import MAX_LINE, MAX_TERMINATOR
+from .framing import MAX_LINE, MAX_TERMINATOR, Framing
 from .payload import MAX_PAYLOAD, Payload
 
 Family = Literal["AF_INET", "AF_INET6"]
@@ -259,6 +259,10 @@ class ReadLineRequest(DescriptorRequest):
     max_length: int = Field(default=MAX_LINE, ge=1, le=MAX_PAYLOAD, description="The longest line, in bytes.")
     wait: Wait = LONG_POLL
 
+    def framing(self) -> Framing:
+        """What this read waits for, framed the same wherever the bytes are (the agent, a client's stream)."""
+        return Framing(terminator=self.terminator.encode("latin-1"), limit=self.max_length)
+
 
 class QueryRequest(ReadLineRequest):
     data: Payload = Field(description="Sent whole first; then a line is read.")
@@ -267,6 +271,9 @@ class QueryRequest(ReadLineRequest):
 class ReceiveExactlyRequest(DescriptorRequest):
     nbytes: int = Field(ge=1, le=MAX_PAYLOAD)
     wait: Wait = LONG_POLL
+
+    def framing(self) -> Framing:
+        return Framing(size=self.nbytes)
 
 
 class AvailableResponse(Response):

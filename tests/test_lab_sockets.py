@@ -355,3 +355,11 @@ def test_an_interrupted_query_leaves_flush_and_close_working(connected) -> None:
     assert recv_exactly(plain, 6) == b"again\n"
     client.close()
     assert client.closed
+
+
+def test_shutdown_takes_the_socket_modules_numbers_too(connected) -> None:
+    client, plain = connected
+    client.shutdown(socket.SHUT_WR)
+    assert plain.recv(10) == b""  # the peer reads the end of the stream
+    plain.sendall(b"still here")
+    assert client.receive_exactly(10, timeout=10) == b"still here"
