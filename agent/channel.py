@@ -47,6 +47,7 @@ from .gate import GATEWAY_PREFIX, PRINCIPAL
 from .ledger import Outcome
 from .settings import Principal
 from .streams import Stream, nowhere
+from .tap import TAP, Tap
 
 log = logging.getLogger("engee.agent")
 
@@ -57,8 +58,6 @@ SessionKey = tuple[str, str]
 """(principal, session)."""
 Lane = tuple[int, bool]
 """(descriptor, reads): calls in one lane run one after another, in the order sent."""
-OUTBOX = 64
-"""Frames a channel queues for its client before it reads no more frames from it."""
 
 
 class Sessions:
@@ -170,64 +169,52 @@ class Sessions:
 
 
 class Channel:
-    """One WebSocket of one principal's session: reads frames, runs calls, writes their outcomes."""
+    """One WebSocket of one principal's session: takes frames from its tap, runs calls, writes their outcomes."""
 
-    def __init__(self, websocket: WebSocket, dispatcher: Dispatcher, sessions: Sessions, session: str) -> None:
+    def __init__(
+        self, websocket: WebSocket, tap: Tap, dispatcher: Dispatcher, sessions: Sessions, session: str
+    ) -> None:
         self.websocket = websocket
+        self.tap = tap
         self.dispatcher = dispatcher
         self.sessions = sessions
         self.principal: Principal = websocket.scope[PRINCIPAL]
         self.session = session
         self.key = (self.principal.name, session)
+        self._loop = asyncio.get_running_loop()
         self._lanes: dict[Lane, asyncio.Future[Any]] = {}
         self._calls: dict[int, asyncio.Future[None]] = {}
-        self._room = asyncio.Event()
         self._failed_lanes: dict[Lane, ErrorDetail] = {}
         self._cancelled: set[int] = set()
         self.streams: set[int] = set()
         """The descriptors this channel has granted a stream on."""
-        self._outbox: deque[bytes] = deque()
-        self._queued = asyncio.Event()
-        self._drained = asyncio.Event()
+        self._waiting: deque[bytes] = deque()
+        """Frames that came while the channel had its most calls under way: taken as calls finish."""
+        self._outbox: list[bytes] = []
+        self._writing_due = False
+        self._congested = False
+        self._paused = False
+        self._closing: asyncio.Future[None] | None = None
         self._gone = False
 
     async def serve(self) -> None:
         await self.websocket.accept()
         await self.sessions.join(self)
-        writer = asyncio.ensure_future(self._write())
         closed = False
         try:
             self.post(HelloFrame(self.dispatcher.info.model_dump(mode="json")))
-            while True:
-                while len(self._calls) >= self.dispatcher.limits.channel_calls:
-                    self._room.clear()  # back-pressure: the next frame is read once a call is done
-                    await self._room.wait()
-                while len(self._outbox) > OUTBOX and not self._gone:  # and once a slow client took its frames
-                    self._drained.clear()
-                    await self._drained.wait()
+            self.tap.attach(self)
+            while True:  # the frames go to `received`; here only the end, or a text frame, comes
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     closed = message.get("code") == CLOSE_NORMAL
                     return
-                if message.get("bytes") is None:
-                    await self.close(CLOSE_UNSUPPORTED, "the channel takes binary frames only")
-                    return
-                try:
-                    frame = decode(message["bytes"])
-                except FrameError as exc:
-                    await self.close(CLOSE_PROTOCOL, str(exc))
-                    return
-                if isinstance(frame, GrantFrame):
-                    self.sessions.grant(self, frame)
-                elif not isinstance(frame, CallFrame | CancelFrame):
-                    await self.close(CLOSE_PROTOCOL, "a client sends call, cancel and grant frames only")
-                    return
-                elif refusal := self._take(frame, len(message["bytes"])):
-                    self.post(refusal)
+                await self.close(CLOSE_UNSUPPORTED, "the channel takes binary frames only")
         except WebSocketDisconnect:
             pass
         finally:
-            writer.cancel()
+            self._gone = True  # what the client missed waits in the ledger and the streams for its return
+            self._outbox.clear()
             for task in self._calls.values():
                 task.cancel()  # the outcomes of calls stay in the ledger for the client's return
             self.sessions.leave(self, closed)
@@ -238,6 +225,47 @@ class Channel:
             await self.websocket.close(code, reason[:120])
         except RuntimeError:  # closed already
             pass
+
+    def received(self, data: bytes) -> None:
+        """A frame from the client, handed over by the tap as it came; past the channel's most calls under way it
+        waits (and the tap pauses) until one is done."""
+        if self._waiting or len(self._calls) >= self.dispatcher.limits.channel_calls:
+            self._waiting.append(data)
+        else:
+            self._frame(data)
+        self._throttle()
+
+    def writable(self, ready: bool) -> None:
+        self._congested = not ready  # a client that does not read gets no more frames read from it
+        self._throttle()
+
+    def _frame(self, data: bytes) -> None:
+        if self._closing is not None:
+            return  # a protocol error closes the channel: nothing after it runs
+        try:
+            frame = decode(data)
+        except FrameError as exc:
+            self._close_soon(CLOSE_PROTOCOL, str(exc))
+            return
+        if isinstance(frame, GrantFrame):
+            self.sessions.grant(self, frame)
+        elif not isinstance(frame, CallFrame | CancelFrame):
+            self._close_soon(CLOSE_PROTOCOL, "a client sends call, cancel and grant frames only")
+        elif refusal := self._take(frame, len(data)):
+            self.post(refusal)
+
+    def _close_soon(self, code: int, reason: str) -> None:
+        self._closing = asyncio.ensure_future(self.close(code, reason))
+
+    def _throttle(self) -> None:
+        """Pause the tap while frames wait or the client does not take what it is sent; resume once neither."""
+        paused = bool(self._waiting) or self._congested
+        if paused != self._paused:
+            self._paused = paused
+            if paused:
+                self.tap.pause()
+            else:
+                self.tap.resume()
 
     def _take(self, frame: CallFrame | CancelFrame, size: int) -> ErrorFrame | None:
         """Start the call `frame` asks for (or cancel one); the error frame when it is refused at once."""
@@ -292,7 +320,10 @@ class Channel:
     def _finished(self, seq: int) -> None:
         self._calls.pop(seq, None)
         self._cancelled.discard(seq)
-        self._room.set()
+        limit = self.dispatcher.limits.channel_calls
+        while self._waiting and len(self._calls) < limit and not self._gone:
+            self._frame(self._waiting.popleft())
+        self._throttle()
 
     async def _run(self, frame: CallFrame, before: asyncio.Future[Any] | None) -> None:
         if before is not None:
@@ -312,15 +343,6 @@ class Channel:
             self.post(ErrorFrame(frame.seq, _error_fields(outcome)))
             return
         self.post(ResultFrame(frame.seq, outcome.model_dump()))
-
-    def _batch(self) -> bytes:
-        """The frames queued now, back to back in one message, as many as fit in a frame's size."""
-        batch = [self._outbox.popleft()]
-        size = len(batch[0])
-        while self._outbox and size + len(self._outbox[0]) <= MAX_FRAME:
-            size += len(self._outbox[0])
-            batch.append(self._outbox.popleft())
-        return batch[0] if len(batch) == 1 else b"".join(batch)
 
     def _opened(self, opening: asyncio.Future[Outcome | None]) -> None:
         if opening.cancelled() or opening.exception() is not None:
@@ -345,28 +367,28 @@ class Channel:
         return bool(self._calls) or (bool(self._outbox) and not self._gone)
 
     def post(self, frame: Frame) -> None:
-        """Queue `frame` for the client; frames leave in the order posted. Once the client is gone, nothing."""
-        if not self._gone:
-            self._outbox.append(encode(frame))
-            self._queued.set()
+        """Queue `frame` for the client; frames leave in the order posted. Once the client is gone, nothing.
 
-    async def _write(self) -> None:
-        while True:
-            while not self._outbox:
-                self._queued.clear()
-                await self._queued.wait()
-                await asyncio.sleep(0)  # what else is ready in this turn of the loop (a datagram read) goes along
-            data = self._batch()
-            if len(self._outbox) <= OUTBOX:
-                self._drained.set()
-            try:
-                await self.websocket.send_bytes(data)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                break
-        # The client is gone; what it missed waits in the ledger and the streams for its return.
-        self._gone = True
-        self._outbox.clear()
-        self._drained.set()
+        They leave two turns of the event loop later, back to back in one message: so what the same turn's
+        I/O brings (the datagram a send just looped back, its stream's data) goes along in one write."""
+        if self._gone:
+            return
+        self._outbox.append(encode(frame))
+        if not self._writing_due:
+            self._writing_due = True
+            self._loop.call_soon(self._loop.call_soon, self._write)
+
+    def _write(self) -> None:
+        self._writing_due = False
+        outbox, self._outbox = self._outbox, []
+        start = 0
+        while start < len(outbox) and not self._gone:
+            end, size = start + 1, len(outbox[start])
+            while end < len(outbox) and size + len(outbox[end]) <= MAX_FRAME:
+                size += len(outbox[end])
+                end += 1
+            self.tap.write(outbox[start] if end == start + 1 else b"".join(outbox[start:end]))
+            start = end
 
 
 def _bad(message: str, method: str | None = None) -> ErrorDetail:
@@ -393,6 +415,10 @@ def add_channel_route(app: FastAPI, dispatcher: Dispatcher) -> Sessions:
         if session is None:
             await websocket.close(CLOSE_PROTOCOL, f"name the session: {CHANNEL_PATH}?{SESSION_PARAMETER}=<id>")
             return
-        await Channel(websocket, dispatcher, sessions, session).serve()
+        tap = websocket.scope.get(TAP)
+        if tap is None:
+            await websocket.close(CLOSE_UNSUPPORTED, "this server gives the channel no tap")
+            return
+        await Channel(websocket, tap, dispatcher, sessions, session).serve()
 
     return sessions

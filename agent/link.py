@@ -14,12 +14,14 @@ import asyncio
 import logging
 import random
 import ssl
+from collections import deque
 from typing import Any
 
 import websockets
 from starlette.types import ASGIApp, Message
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
 from protocol.channel import PING_INTERVAL
 from protocol.link import (
@@ -39,6 +41,7 @@ from protocol.link import (
 )
 
 from .gate import LINK_USER
+from .tap import TAP, Listener, hand_over
 
 log = logging.getLogger("engee.agent")
 
@@ -138,7 +141,7 @@ class AgentLink:
 
 
 class _Stream:
-    """One request, or one channel, of a gateway user, served by the agent's app."""
+    """One request, or one channel, of a gateway user, served by the agent's app; a channel's tap (tap.py)."""
 
     def __init__(self, opened: Open, link: ClientConnection) -> None:
         self.opened = opened
@@ -149,11 +152,15 @@ class _Stream:
         self._headers: list[list[str]] = []
         self._body = bytearray()
         self._answered = False
+        self._listener: Listener | None = None
+        self._held: deque[bytes] | None = None
+        """While paused: the messages that came meanwhile."""
 
     async def serve(self, app: ASGIApp) -> None:
         request = self.opened.request
         kind = "websocket" if request.get("kind") == "channel" else "http"
         scope = _scope(kind, self.opened.user, request)
+        scope[TAP] = self
         if kind == "http":
             self._incoming.put_nowait({"type": "http.request", "body": request.get("body", b""), "more_body": False})
         else:
@@ -169,7 +176,12 @@ class _Stream:
     def take(self, frame: LinkFrame) -> None:
         """A frame of this stream from the gateway: a channel message, or its end."""
         if isinstance(frame, LinkMessage):
-            self._incoming.put_nowait({"type": "websocket.receive", "bytes": frame.data})
+            if self._held is not None:
+                self._held.append(frame.data)
+            elif self._listener is not None:
+                self._listener.received(frame.data)
+            else:
+                self._incoming.put_nowait({"type": "websocket.receive", "bytes": frame.data})
         elif isinstance(frame, Close):
             self.end(frame.code)
 
@@ -178,6 +190,29 @@ class _Stream:
         kind = "websocket.disconnect" if self.opened.request.get("kind") == "channel" else "http.disconnect"
         self._incoming.put_nowait({"type": kind, "code": code})
         self._answered = True  # nobody is there to hear it
+
+    def attach(self, listener: Listener) -> None:
+        hand_over(self._incoming, listener)
+        self._listener = listener
+
+    def write(self, data: bytes) -> None:
+        """The link is shared by every stream, so this writes whole link frames, as `send` does, without waiting
+        for the buffer to drain: what a channel writes is bounded by its calls and its client's grants."""
+        if self.link.protocol.state is State.OPEN and not self._answered:
+            self.link.protocol.send_binary(encode(LinkMessage(self.number, data)))
+            self.link.send_data()
+
+    def pause(self) -> None:
+        if self._held is None:
+            self._held = deque()
+
+    def resume(self) -> None:
+        held, self._held = self._held, None
+        while held and self._listener is not None:
+            self._listener.received(held.popleft())
+            if self._held is not None:  # paused again by that message: the rest waits on
+                self._held.extendleft(reversed(held))
+                return
 
     async def _send(self, message: Message) -> None:
         kind = message["type"]
@@ -196,6 +231,7 @@ class _Stream:
         elif kind == "websocket.close":
             await self._write(Close(self.number, message.get("code", 1000), message.get("reason") or ""))
             self._answered = True
+            self._incoming.put_nowait({"type": "websocket.disconnect", "code": message.get("code", 1000)})
 
     async def _reply(self, response: Response) -> None:
         if not self._answered:

@@ -1,9 +1,10 @@
-"""uvicorn's sans-I/O WebSocket protocol, reading on while a few messages wait for the app.
+"""uvicorn's sans-I/O WebSocket protocol with a tap (tap.py), reading on while a few messages wait for the app.
 
 uvicorn's own pauses reading after every message until the app has taken it: two system calls and a
-turn of the event loop per frame, which caps a channel's pipelined calls and bulk sends. This one
-pauses only once `QUEUE` messages or `QUEUE_BYTES` bytes wait, as uvicorn's older WebSocket
-implementation did (its `ws_max_queue`), so a channel's memory stays bounded all the same.
+turn of the event loop per frame. This one pauses only once `QUEUE` messages or `QUEUE_BYTES` bytes
+wait, as uvicorn's older WebSocket implementation did (its `ws_max_queue`), so memory stays bounded
+all the same; and once a channel has attached to its tap, it hands each binary message over as it
+is parsed, pausing only while the channel says it has no room.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+from .tap import TAP, Listener, hand_over
 
 QUEUE = 32
 """Messages that may wait for the app before reading pauses."""
@@ -22,22 +26,70 @@ class ChannelProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queued_bytes = 0
+        self.listener: Listener | None = None
+        self._held = False
+        """Paused by the listener."""
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if getattr(self, "scope", None) is not None:  # an upgrade to be answered by the app
+            self.scope[TAP] = self  # type: ignore[literal-required]
+
+    def attach(self, listener: Listener) -> None:
+        self.queued_bytes -= hand_over(self.queue, listener)
+        self.listener = listener
+        self._read_as_wanted()
+
+    def write(self, data: bytes) -> None:
+        if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
+            return
+        self.conn.send_binary(data)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+
+    def pause(self) -> None:
+        self._held = True
+        self._read_as_wanted()
+
+    def resume(self) -> None:
+        self._held = False
+        self._read_as_wanted()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.listener is not None:
+            self.listener.writable(False)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.listener is not None:
+            self.listener.writable(True)
 
     def send_receive_event_to_app(self) -> None:
+        if self.listener is not None and self.curr_msg_data_type == "bytes" and not self.close_sent:
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            self.frames = []
+            self.listener.received(data)
+            return
         self.queued_bytes += sum(len(frame) for frame in self.frames)
         paused = self.read_paused
         self.read_paused = True  # so uvicorn's method does not pause reading for this message
         super().send_receive_event_to_app()
         self.read_paused = paused
-        if not paused and (self.queue.qsize() >= QUEUE or self.queued_bytes >= QUEUE_BYTES):
-            self.read_paused = True
-            self.transport.pause_reading()
+        self._read_as_wanted()
 
     async def receive(self) -> Any:
         message = await super().receive()
         data = message.get("bytes") or message.get("text") or b""
         self.queued_bytes -= len(data) if isinstance(data, bytes | str) else 0
-        if self.read_paused and self.queue.qsize() < QUEUE and self.queued_bytes < QUEUE_BYTES:
-            self.read_paused = False
-            self.transport.resume_reading()
+        self._read_as_wanted()
         return message
+
+    def _read_as_wanted(self) -> None:
+        """Pause or resume reading the socket, as the app's queue and the listener have room."""
+        full = self._held or self.queue.qsize() >= QUEUE or self.queued_bytes >= QUEUE_BYTES
+        if full != self.read_paused and not self.close_sent:
+            self.read_paused = full
+            if full:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
