@@ -40,6 +40,7 @@ from protocol.channel import (
     decode,
     encode,
 )
+from tap import TAP, Tap
 
 from .dispatch import Dispatcher, error_detail
 from .eager import eager
@@ -47,7 +48,6 @@ from .gate import GATEWAY_PREFIX, PRINCIPAL
 from .ledger import Outcome
 from .settings import Principal
 from .streams import Stream, nowhere
-from .tap import TAP, Tap
 
 log = logging.getLogger("engee.agent")
 

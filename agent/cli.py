@@ -11,10 +11,10 @@ from fastapi import FastAPI
 
 from protocol import TOKEN_VARIABLE, URL_VARIABLE, bracketed
 from protocol.channel import MAX_FRAME, PING_INTERVAL
+from tap.uvicorn import TapProtocol
 
 from .app import create_app
 from .settings import Settings, SettingsError, load
-from .websocket import ChannelProtocol
 
 SHUTDOWN_GRACE = 3
 """Seconds calls in progress get after SIGTERM/SIGINT before they are cut and every socket is closed."""
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
         # The channel: frames up to a maximal payload, no compression (socket bytes rarely shrink, and
         # it costs every frame), and pings that find a dead link.
-        ws=ChannelProtocol,
+        ws=TapProtocol,
         ws_max_size=MAX_FRAME,
         ws_per_message_deflate=False,
         ws_ping_interval=PING_INTERVAL,

@@ -39,9 +39,9 @@ from protocol.link import (
 from protocol.link import (
     Message as LinkMessage,
 )
+from tap import TAP, Listener, hand_over
 
 from .gate import LINK_USER
-from .tap import TAP, Listener, hand_over
 
 log = logging.getLogger("engee.agent")
 
@@ -195,12 +195,14 @@ class _Stream:
         hand_over(self._incoming, listener)
         self._listener = listener
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> bool:
         """The link is shared by every stream, so this writes whole link frames, as `send` does, without waiting
         for the buffer to drain: what a channel writes is bounded by its calls and its client's grants."""
-        if self.link.protocol.state is State.OPEN and not self._answered:
-            self.link.protocol.send_binary(encode(LinkMessage(self.number, data)))
-            self.link.send_data()
+        if self.link.protocol.state is not State.OPEN or self._answered:
+            return False
+        self.link.protocol.send_binary(encode(LinkMessage(self.number, data)))
+        self.link.send_data()
+        return True
 
     def pause(self) -> None:
         if self._held is None:

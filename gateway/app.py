@@ -9,6 +9,7 @@ cannot tell it from one that does not exist; only an agent a user may use is eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,8 +22,9 @@ from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect
 
 from protocol import HEALTH_PATH, PREFIX, ErrorBody, ErrorCode, ErrorDetail
-from protocol.channel import CHANNEL_PATH, CLOSE_PROTOCOL, CLOSE_TOO_BIG, MAX_FRAME
-from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME, Close, LinkError, Message, decode
+from protocol.channel import CHANNEL_PATH, CLOSE_TOO_BIG, MAX_FRAME
+from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME
+from tap import TAP, Tap
 
 from .links import CLOSE_OFFLINE, LinkedAgent, Links, Offline
 from .replicas import RemoteAgent, Replicas
@@ -150,21 +152,16 @@ def create_app(settings: Settings) -> FastAPI:
             )
             return
         await websocket.accept()
-        linked = await links.link(agent_id, websocket)
+        linked = await links.link(agent_id, websocket, websocket.scope[TAP])
         if replicas is not None:
             await replicas.serve(linked)
         try:
-            while True:
+            linked.tap.attach(linked)
+            while True:  # the frames go to the tap's listener; here only the end, or a text frame, comes
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                data = message.get("bytes")
-                try:
-                    linked.take(decode(data if data is not None else b""))
-                except LinkError as exc:
-                    log.warning("a bad frame on the link of %s: %s", agent_id, exc)
-                    await websocket.close(CLOSE_PROTOCOL, str(exc)[:120])
-                    return
+                linked.received(b"")  # a text frame: no frame of the link's, closed as one
         except WebSocketDisconnect:
             pass
         finally:
@@ -191,7 +188,7 @@ def create_app(settings: Settings) -> FastAPI:
             await websocket.send_denial_response(_response(answer.status, answer.headers, answer.body))
             return
         await websocket.accept()
-        await _relay(websocket, linked, stream)
+        await _Relay(websocket, linked, stream).run()
 
     @app.api_route("/agents/{agent_id}/{path:path}", methods=["GET", "POST"])
     async def relay(agent_id: str, path: str, request: Request) -> Response:
@@ -274,40 +271,59 @@ async def _body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-async def _relay(websocket: WebSocket, linked: LinkedAgent | RemoteAgent, stream: int) -> None:
-    """Carry a channel's messages both ways until either side closes it, or the link drops."""
+class _Relay:
+    """The notebook's side of one relayed channel: the listener of the notebook's tap, and the sink of the agent's
+    frames. Each message goes on as it is parsed, with no task in between."""
 
-    async def up() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                await linked.close_channel(stream, message.get("code", 1000))
-                return
-            data = message.get("bytes") or b""
-            if len(data) > MAX_FRAME:  # as the agent's own port would: this channel closes, the link stays
-                await websocket.close(CLOSE_TOO_BIG, f"a frame is at most {MAX_FRAME} bytes")
-                await linked.close_channel(stream, CLOSE_TOO_BIG)
-                return
-            await linked.to_agent(stream, data)
+    def __init__(self, websocket: WebSocket, linked: LinkedAgent | RemoteAgent, stream: int) -> None:
+        self.websocket, self.linked, self.stream = websocket, linked, stream
+        self.tap: Tap = websocket.scope[TAP]
+        self._closing: asyncio.Future[None] | None = None
 
-    async def down() -> None:
-        while True:
-            frame = await linked.from_agent(stream)
-            if isinstance(frame, Message):
-                await websocket.send_bytes(frame.data)
-                continue
-            code = frame.code if isinstance(frame, Close) else CLOSE_OFFLINE
-            await websocket.close(code, frame.reason if isinstance(frame, Close) else "the agent went offline")
-            return
-
-    tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def run(self) -> None:
+        """Until either side closes the channel, or the link drops."""
+        self.linked.attach(self.stream, self)
+        self.tap.attach(self)
+        code = 1001
         try:
-            await linked.close_channel(stream, 1001)
-        except Offline:
+            while True:  # the frames go to `received`; here only the end, or a text frame, comes
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    code = message.get("code", 1000)
+                    return
+                self.received(b"")  # a text frame: the agent refuses it as no frame of the channel's
+        except WebSocketDisconnect:
             pass
+        finally:
+            with contextlib.suppress(Offline):
+                await self.linked.close_channel(self.stream, code)
+
+    def received(self, data: bytes) -> None:
+        if self._closing is not None:
+            return
+        if len(data) > MAX_FRAME:  # as the agent's own port would: this channel closes, the link stays
+            self._close(CLOSE_TOO_BIG, f"a frame is at most {MAX_FRAME} bytes")
+            return
+        try:
+            self.linked.to_agent(self.stream, data)
+        except Offline:
+            self._close(CLOSE_OFFLINE, "the agent went offline")
+
+    def writable(self, ready: bool) -> None:
+        """The notebook takes its messages slowly: they wait in its transport, bounded by its own grants."""
+
+    def message(self, data: bytes) -> None:
+        self.tap.write(data)
+
+    def closed(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            self._close(code, reason)
+
+    def hold(self, held: bool) -> None:
+        if held:
+            self.tap.pause()
+        else:
+            self.tap.resume()
+
+    def _close(self, code: int, reason: str) -> None:
+        self._closing = asyncio.ensure_future(self.websocket.close(code, reason[:120]))

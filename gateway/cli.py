@@ -11,6 +11,7 @@ import uvicorn
 
 from protocol import bracketed
 from protocol.link import MAX_LINK_FRAME
+from tap.uvicorn import TapProtocol
 
 from .app import create_app
 from .settings import Settings, SettingsError, digest, load
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
         timeout_graceful_shutdown=3,
-        ws="websockets-sansio",
+        ws=TapProtocol,
         ws_max_size=MAX_LINK_FRAME,
         ws_per_message_deflate=False,
         ws_ping_interval=settings.link_ping,

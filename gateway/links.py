@@ -14,7 +14,11 @@ import logging
 import time
 from typing import Any, Protocol
 
-from protocol.link import Close, LinkFrame, Message, Open, Response, encode
+from starlette.websockets import WebSocket
+
+from protocol.channel import CLOSE_PROTOCOL
+from protocol.link import Close, LinkError, LinkFrame, Message, Open, Response, decode, encode
+from tap import Tap
 
 log = logging.getLogger("engee.gateway")
 
@@ -28,85 +32,133 @@ class Offline(Exception):
     """The agent's link dropped while a stream waited on it."""
 
 
-class Carrier(Protocol):
-    """What a link rides on: the gateway's WebSocket to the agent."""
+class Sink(Protocol):
+    """Where the agent's frames on one channel stream go: the notebook's side of the relay."""
 
-    async def send_bytes(self, data: bytes) -> None: ...
+    def message(self, data: bytes) -> None:
+        """One message of the agent's, in order."""
 
-    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+    def closed(self, code: int, reason: str) -> None:
+        """The stream is over: the agent closed it, or its link dropped (CLOSE_OFFLINE)."""
+
+    def hold(self, held: bool) -> None:
+        """The way to the agent is full (True): take no more from the notebook until it drains (False)."""
 
 
 class LinkedAgent:
-    """One agent's link and the streams open on it."""
+    """One agent's link and the streams open on it; the listener of the link's tap.
 
-    def __init__(self, agent_id: str, carrier: Carrier) -> None:
+    Everything on the link is relayed as it is parsed, with no task between the two WebSockets: a
+    notebook's message is written to the link at once, and the agent's to the notebook's sink.
+    """
+
+    def __init__(self, agent_id: str, websocket: WebSocket, tap: Tap) -> None:
         self.agent_id = agent_id
-        self.carrier = carrier
+        self.websocket = websocket
+        self.tap = tap
         self.since = time.time()
         self.calls = 0
         self._numbers = itertools.count(1)
         self._answers: dict[int, asyncio.Future[Response]] = {}
-        self._channels: dict[int, asyncio.Queue[Message | Close | None]] = {}
-        self._writing = asyncio.Lock()
+        self._sinks: dict[int, Sink | list[Message | Close]] = {}
+        """Each channel stream's sink; the frames that came before it was attached."""
+        self._full = False
+        self._closing: asyncio.Future[None] | None = None
 
     async def request(self, user: str, request: dict[str, Any], timeout: float) -> Response:
         """Send one HTTP request of `user` over the link; its response, or Offline, or TimeoutError."""
         stream, answer = self._open()
         try:
-            await self._send(Open(stream, user, request))
+            self._send(Open(stream, user, request))
             return await asyncio.wait_for(answer, timeout)
         finally:
             self._answers.pop(stream, None)
 
     async def open_channel(self, user: str, request: dict[str, Any], timeout: float) -> tuple[int, Response]:
-        """Open a channel of `user` on the agent: its stream and the agent's answer to the upgrade (101: open)."""
+        """Open a channel of `user` on the agent: its stream and the agent's answer to the upgrade (101: open).
+        Once open, `attach` its sink."""
         stream, answer = self._open()
-        self._channels[stream] = asyncio.Queue()
+        self._sinks[stream] = []
         try:
-            await self._send(Open(stream, user, request))
+            self._send(Open(stream, user, request))
             response = await asyncio.wait_for(answer, timeout)
         except BaseException:
-            self._channels.pop(stream, None)
+            self._sinks.pop(stream, None)
             raise
         finally:
             self._answers.pop(stream, None)
         if response.status != 101:
-            self._channels.pop(stream, None)
+            self._sinks.pop(stream, None)
         return stream, response
 
-    async def from_agent(self, stream: int) -> Message | Close | None:
-        """The next frame the agent sends on a channel stream; None when the link dropped."""
-        queue = self._channels.get(stream)
-        return await queue.get() if queue is not None else None
+    def attach(self, stream: int, sink: Sink) -> None:
+        """The agent's frames on `stream` go to `sink` from now on, starting with those that came already."""
+        early = self._sinks.get(stream)
+        if not isinstance(early, list):
+            sink.closed(CLOSE_OFFLINE, "the agent went offline")
+            return
+        self._sinks[stream] = sink
+        for frame in early:
+            self._deliver(stream, sink, frame)
+        if self._full:
+            sink.hold(True)
 
-    async def to_agent(self, stream: int, data: bytes) -> None:
-        await self._send(Message(stream, data))
+    def to_agent(self, stream: int, data: bytes) -> None:
+        self._send(Message(stream, data))
 
     async def close_channel(self, stream: int, code: int) -> None:
-        """End a channel stream: on the agent, and for whoever waits for its next frame here."""
-        if (queue := self._channels.pop(stream, None)) is not None:
-            queue.put_nowait(None)
-            await self._send(Close(stream, code, ""))
+        """End a channel stream: on the agent, and for its sink here."""
+        if self._sinks.pop(stream, None) is not None:
+            self._send(Close(stream, code, ""))
+
+    def received(self, data: bytes) -> None:
+        """A frame from the agent, as the link's tap parsed it."""
+        if self._closing is not None:
+            return
+        try:
+            self.take(decode(data))
+        except LinkError as exc:
+            log.warning("a bad frame on the link of %s: %s", self.agent_id, exc)
+            self._closing = asyncio.ensure_future(self.websocket.close(CLOSE_PROTOCOL, str(exc)[:120]))
+
+    def writable(self, ready: bool) -> None:
+        """The link's buffer is over its mark (or below it again): its channels' notebooks wait (or go on)."""
+        self._full = not ready
+        for sink in list(self._sinks.values()):
+            if not isinstance(sink, list):
+                sink.hold(self._full)
 
     def take(self, frame: LinkFrame) -> None:
         """A frame from the agent."""
         if isinstance(frame, Response):
             if (answer := self._answers.get(frame.stream)) is not None and not answer.done():
                 answer.set_result(frame)
-        elif isinstance(frame, Message | Close) and (queue := self._channels.get(frame.stream)) is not None:
-            queue.put_nowait(frame)
+        elif isinstance(frame, Message | Close) and (sink := self._sinks.get(frame.stream)) is not None:
             if isinstance(frame, Close):
-                del self._channels[frame.stream]
+                del self._sinks[frame.stream]
+            if isinstance(sink, list):
+                sink.append(frame)
+            else:
+                self._deliver(frame.stream, sink, frame)
 
     def lost(self) -> None:
         """The link dropped: every stream on it ends."""
         for answer in self._answers.values():
             if not answer.done():
                 answer.set_exception(Offline())
-        for queue in self._channels.values():
-            queue.put_nowait(None)
+        sinks = list(self._sinks.values())
         self._answers.clear()
-        self._channels.clear()
+        self._sinks.clear()
+        for sink in sinks:
+            if not isinstance(sink, list):
+                sink.closed(CLOSE_OFFLINE, "the agent went offline")
+
+    def _deliver(self, stream: int, sink: Sink, frame: Message | Close) -> None:
+        if isinstance(frame, Message):
+            sink.message(frame.data)
+        else:
+            self._sinks.pop(stream, None)
+            sink.closed(frame.code, frame.reason)
 
     def _open(self) -> tuple[int, asyncio.Future[Response]]:
         stream = next(self._numbers)
@@ -115,12 +167,9 @@ class LinkedAgent:
         self.calls += 1
         return stream, answer
 
-    async def _send(self, frame: LinkFrame) -> None:
-        try:
-            async with self._writing:
-                await self.carrier.send_bytes(encode(frame))
-        except (OSError, RuntimeError) as exc:  # the link is gone as we write
-            raise Offline() from exc
+    def _send(self, frame: LinkFrame) -> None:
+        if not self.tap.write(encode(frame)):  # the link is gone as we write
+            raise Offline()
 
 
 class Links:
@@ -132,14 +181,14 @@ class Links:
     def get(self, agent_id: str) -> LinkedAgent | None:
         return self._linked.get(agent_id)
 
-    async def link(self, agent_id: str, carrier: Carrier) -> LinkedAgent:
-        """`carrier` is the agent's link from now on; an earlier one (a link that died silently) gives way."""
+    async def link(self, agent_id: str, websocket: WebSocket, tap: Tap) -> LinkedAgent:
+        """`websocket` is the agent's link from now on; an earlier one (a link that died silently) gives way."""
         earlier = self._linked.get(agent_id)
-        linked = self._linked[agent_id] = LinkedAgent(agent_id, carrier)
+        linked = self._linked[agent_id] = LinkedAgent(agent_id, websocket, tap)
         if earlier is not None:
             earlier.lost()
             with contextlib.suppress(Exception):  # a link that is gone already (a disconnect, a closed socket)
-                await earlier.carrier.close(CLOSE_REPLACED, "the agent linked again")
+                await earlier.websocket.close(CLOSE_REPLACED, "the agent linked again")
         log.warning("agent %s linked", agent_id)
         return linked
 

@@ -10,6 +10,7 @@ frames, one each way. So replicas share nothing but NATS, and a notebook needs n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -23,9 +24,9 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from protocol import ErrorBody, ErrorCode, ErrorDetail
-from protocol.link import Close, LinkError, Message, Open, Response, decode, encode
+from protocol.link import Close, LinkError, LinkFrame, Message, Open, Response, decode, encode
 
-from .links import CLOSE_OFFLINE, LinkedAgent, Offline
+from .links import CLOSE_OFFLINE, LinkedAgent, Offline, Sink
 
 log = logging.getLogger("engee.gateway")
 
@@ -156,36 +157,71 @@ class Replicas:
     async def _carry(self, linked: LinkedAgent, stream: int, up: str, down: str) -> None:
         """Carry one relayed channel between the link and the replica the notebook is on."""
         assert self._client is not None
-        client = self._client
+        carrier = _Carrier(self._client, down, stream)
 
         def notebook_gone() -> None:  # the notebook's replica died: the agent's side of the channel ends
             asyncio.ensure_future(linked.close_channel(stream, 1001))
+            carrier.closed(1001, "the notebook's replica is gone")
 
-        beat = _Beat(client, down, stream, self.beat, notebook_gone)
+        beat = _Beat(self._client, down, stream, self.beat, notebook_gone)
 
         async def from_notebook(msg: Msg) -> None:
             beat.heard()
             try:
                 frame = decode(msg.data)
                 if isinstance(frame, Message):
-                    await linked.to_agent(stream, frame.data)
+                    linked.to_agent(stream, frame.data)
                 elif isinstance(frame, Close):
                     await linked.close_channel(stream, frame.code)
+                    carrier.closed(frame.code, "")
             except (LinkError, Offline):
                 pass
 
-        subscription = await client.subscribe(up, cb=from_notebook, pending_bytes_limit=PENDING_BYTES)
+        subscription = await self._client.subscribe(up, cb=from_notebook, pending_bytes_limit=PENDING_BYTES)
+        linked.attach(stream, carrier)
         try:
-            while True:
-                frame = await linked.from_agent(stream)
-                if frame is None:
-                    frame = Close(stream, CLOSE_OFFLINE, "the agent went offline")
-                await client.publish(down, encode(frame))
-                if isinstance(frame, Close):
-                    return
+            await carrier.over
         finally:
             beat.stop()
             await subscription.unsubscribe()
+
+
+class _Publisher:
+    """Publishes a relayed channel's frames on one subject, in order, without waiting: nats-py's publish only
+    queues them for its flusher, but as a coroutine, so each runs as a task (kept here till it is done)."""
+
+    def __init__(self, client: Client, subject: str) -> None:
+        self.client, self.subject = client, subject
+        self._publishing: set[asyncio.Future[None]] = set()
+
+    def __call__(self, frame: Message | Close) -> None:
+        publishing = asyncio.ensure_future(self._publish(encode(frame)))
+        self._publishing.add(publishing)
+        publishing.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, data: bytes) -> None:
+        with contextlib.suppress(nats.errors.Error):  # a connection that is gone: the beats tell the other end
+            await self.client.publish(self.subject, data)
+
+
+class _Carrier:
+    """The sink of a channel relayed to another replica: the agent's frames go on to it over NATS, in order."""
+
+    def __init__(self, client: Client, subject: str, stream: int) -> None:
+        self.stream = stream
+        self.over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._publish = _Publisher(client, subject)
+
+    def message(self, data: bytes) -> None:
+        self._publish(Message(self.stream, data))
+
+    def closed(self, code: int, reason: str) -> None:
+        if not self.over.done():
+            self._publish(Close(self.stream, code, reason))
+            self.over.set_result(None)
+
+    def hold(self, held: bool) -> None:
+        """NATS takes what comes; its subscriptions' pending limits bound what waits."""
 
 
 class RemoteAgent:
@@ -197,7 +233,7 @@ class RemoteAgent:
         self.beat = beat
         self.calls = 0
         self._numbers = itertools.count(1)
-        self._channels: dict[int, tuple[asyncio.Queue[Message | Close | None], Subscription, str, _Beat]] = {}
+        self._channels: dict[int, _Remote] = {}
 
     async def request(self, user: str, request: dict[str, Any], timeout: float) -> Response:
         answer = await self._ask(Open(0, user, request), timeout)
@@ -207,62 +243,53 @@ class RemoteAgent:
     async def open_channel(self, user: str, request: dict[str, Any], timeout: float) -> tuple[int, Response]:
         stream = next(self._numbers)
         inbox = self.client.new_inbox()
-        up, down = f"{inbox}.up", f"{inbox}.down"
-        queue: asyncio.Queue[Message | Close | None] = asyncio.Queue()
-        beats: list[_Beat] = []
+        channel = _Remote(self.client, stream, f"{inbox}.up", lambda: self._forget(stream))
 
         async def from_agent(msg: Msg) -> None:
-            for beat in beats:
-                beat.heard()
             try:
-                frame = decode(msg.data)
+                channel.take(decode(msg.data))
             except LinkError:
                 return
-            if isinstance(frame, Message | Close):
-                queue.put_nowait(frame)
 
-        subscription = await self.client.subscribe(down, cb=from_agent, pending_bytes_limit=PENDING_BYTES)
+        down = f"{inbox}.down"
+        channel.subscription = await self.client.subscribe(down, cb=from_agent, pending_bytes_limit=PENDING_BYTES)
         try:
-            answer = await self._ask(Open(stream, user, {**request, "up": up, "down": down}), timeout)
+            answer = await self._ask(Open(stream, user, {**request, "up": channel.up, "down": down}), timeout)
         except BaseException:
-            await subscription.unsubscribe()
+            await channel.subscription.unsubscribe()
             raise
         if answer.status != 101:
-            await subscription.unsubscribe()
+            await channel.subscription.unsubscribe()
         else:  # the replica holding the link may die: then no beat comes, and the channel ends as offline
-            beats.append(_Beat(self.client, up, stream, self.beat, lambda: queue.put_nowait(None)))
-            self._channels[stream] = (queue, subscription, up, beats[0])
+            channel.beat = _Beat(self.client, channel.up, stream, self.beat, channel.offline)
+            self._channels[stream] = channel
         self.calls += 1
         return stream, answer
 
-    async def from_agent(self, stream: int) -> Message | Close | None:
-        held = self._channels.get(stream)
-        if held is None:
-            return None
-        frame = await held[0].get()
-        if frame is None or isinstance(frame, Close):
-            await self._forget(stream)
-        return frame
+    def attach(self, stream: int, sink: Sink) -> None:
+        if (channel := self._channels.get(stream)) is None:
+            sink.closed(CLOSE_OFFLINE, "the agent went offline")
+        else:
+            channel.attach(sink)
 
-    async def to_agent(self, stream: int, data: bytes) -> None:
-        if (held := self._channels.get(stream)) is not None:
-            await self.client.publish(held[2], encode(Message(stream, data)))
+    def to_agent(self, stream: int, data: bytes) -> None:
+        if (channel := self._channels.get(stream)) is not None:
+            channel.publish(Message(stream, data))
 
     async def close_channel(self, stream: int, code: int) -> None:
-        if (held := self._channels.get(stream)) is not None:
-            await self.client.publish(held[2], encode(Close(stream, code, "")))
-            await self._forget(stream)
+        if (channel := self._channels.get(stream)) is not None:
+            channel.publish(Close(stream, code, ""))
+            self._forget(stream)
 
     def lost(self) -> None:
         """The agent linked to this replica: the channels relayed to its old link end (their clients relink)."""
-        for queue, *_ in self._channels.values():
-            queue.put_nowait(None)
+        for channel in list(self._channels.values()):
+            channel.offline()
 
-    async def _forget(self, stream: int) -> None:
-        held = self._channels.pop(stream, None)
-        if held is not None:
-            held[3].stop()
-            await held[1].unsubscribe()
+    def _forget(self, stream: int) -> None:
+        channel = self._channels.pop(stream, None)
+        if channel is not None:
+            channel.stop()
 
     async def _ask(self, opened: Open, timeout: float) -> Response:
         try:
@@ -275,6 +302,48 @@ class RemoteAgent:
         if not isinstance(answer, Response):
             raise Offline()
         return answer
+
+
+class _Remote:
+    """One channel relayed to the replica that holds the agent's link: what comes from there goes to the sink."""
+
+    def __init__(self, client: Client, stream: int, up: str, forget: Callable[[], None]) -> None:
+        self.client, self.stream, self.up, self._forget = client, stream, up, forget
+        self.subscription: Subscription | None = None
+        self.beat: _Beat | None = None
+        self._sink: Sink | None = None
+        self._early: list[Message | Close] = []
+        self.publish = _Publisher(client, up)
+
+    def attach(self, sink: Sink) -> None:
+        self._sink = sink
+        early, self._early = self._early, []
+        for frame in early:
+            self.take(frame)
+
+    def take(self, frame: LinkFrame) -> None:
+        if self.beat is not None:
+            self.beat.heard()
+        if not isinstance(frame, Message | Close):
+            return
+        if self._sink is None:
+            self._early.append(frame)
+        elif isinstance(frame, Message):
+            self._sink.message(frame.data)
+        else:
+            self._forget()
+            self._sink.closed(frame.code, frame.reason)
+
+    def offline(self) -> None:
+        self._forget()
+        if self._sink is not None:
+            self._sink.closed(CLOSE_OFFLINE, "the agent went offline")
+
+    def stop(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+        if self.subscription is not None:
+            asyncio.ensure_future(self.subscription.unsubscribe())
 
 
 def _offline(stream: int, agent_id: str) -> Response:

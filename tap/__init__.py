@@ -1,12 +1,15 @@
-"""A tap: how a channel takes its client's messages and writes its own without a turn of ASGI per message.
+"""A tap: how a WebSocket endpoint takes its peer's messages and writes its own without a turn of ASGI per message.
 
 ASGI's `receive()`/`send()` cost a task wakeup, a queue and a stack of middleware per message; a
-channel carries thousands of small messages a second. So whatever serves the channel's WebSocket
-(uvicorn's protocol in websocket.py, a stream of the gateway link in link.py) puts a `Tap` in the
-connection's scope: once the channel has shaken hands through ASGI (the gate checked the token
-there), it attaches itself, and from then on each binary message is handed to it as it is parsed
-and each of its writes goes straight to the transport. Closing, and hearing that the client left,
-stay on ASGI.
+channel carries thousands of small messages a second, and a gateway relays each of them twice. So
+whatever serves the WebSocket (uvicorn's protocol in `tap.uvicorn`, a stream of the agent's
+gateway link in agent/link.py) puts a `Tap` in the connection's scope: once the endpoint has
+shaken hands through ASGI (where the token was checked), it attaches itself, and from then on each
+binary message is handed to it as it is parsed and each of its writes goes straight to the
+transport. Closing, and hearing that the peer left, stay on ASGI.
+
+The agent and the gateway both serve WebSockets this way; this package is the server-side glue
+they share, and it knows nothing of either.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ TAP = "engee.tap"
 
 
 class Listener(Protocol):
-    """What a tap hands messages to: the channel."""
+    """What a tap hands messages to: an agent's channel, or one side of a gateway's relay."""
 
     def received(self, data: bytes) -> None:
         """One binary message from the client, in order."""
@@ -32,8 +35,8 @@ class Tap(Protocol):
     def attach(self, listener: Listener) -> None:
         """Hand every binary message to `listener` from now on, starting with those that wait already."""
 
-    def write(self, data: bytes) -> None:
-        """Send one binary message now; nothing when the connection is closing or gone."""
+    def write(self, data: bytes) -> bool:
+        """Send one binary message now; False (and nothing sent) when the connection is closing or gone."""
 
     def pause(self) -> None:
         """Hand over no more messages until `resume`: the listener has no room."""

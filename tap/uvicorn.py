@@ -1,10 +1,10 @@
-"""uvicorn's sans-I/O WebSocket protocol with a tap (tap.py), reading on while a few messages wait for the app.
+"""uvicorn's sans-I/O WebSocket protocol with a tap, reading on while a few messages wait for the app.
 
 uvicorn's own pauses reading after every message until the app has taken it: two system calls and a
 turn of the event loop per frame. This one pauses only once `QUEUE` messages or `QUEUE_BYTES` bytes
 wait, as uvicorn's older WebSocket implementation did (its `ws_max_queue`), so memory stays bounded
-all the same; and once a channel has attached to its tap, it hands each binary message over as it
-is parsed, pausing only while the channel says it has no room.
+all the same; and once an endpoint has attached to its tap, it hands each binary message over as it
+is parsed, pausing only while it says it has no room. Run uvicorn with `ws=TapProtocol`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
-from .tap import TAP, Listener, hand_over
+from . import TAP, Listener, hand_over
 
 QUEUE = 32
 """Messages that may wait for the app before reading pauses."""
@@ -22,7 +22,7 @@ QUEUE_BYTES = 32 << 20
 """Bytes that may wait for the app before reading pauses."""
 
 
-class ChannelProtocol(WebSocketsSansIOProtocol):
+class TapProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queued_bytes = 0
@@ -40,11 +40,12 @@ class ChannelProtocol(WebSocketsSansIOProtocol):
         self.listener = listener
         self._read_as_wanted()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> bool:
         if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
-            return
+            return False
         self.conn.send_binary(data)
         self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     def pause(self) -> None:
         self._held = True
