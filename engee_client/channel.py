@@ -414,9 +414,9 @@ class ChannelState:
             data, peer = stream.taken = stream.chunks.popleft()
             stream.consumed += 1
             sender = m.Address(host=peer[0], port=peer[1]) if peer else None
-            return m.ReceiveResponse(data=data[:bufsize], peer=sender, truncated=len(data) > bufsize)
+            return m.ReceiveResponse.model_construct(data=data[:bufsize], peer=sender, truncated=len(data) > bufsize)
         if stream.chunks:
-            return m.ReceiveResponse(data=stream.take(bufsize))
+            return m.ReceiveResponse.model_construct(data=stream.take(bufsize))
         if stream.end is None:
             return None
         if stream.end.error is None:
@@ -482,7 +482,7 @@ class ChannelState:
         posted.calls[call.call_id.seq] = size
         posted.bytes += size
         self._posted_seqs[call.call_id.seq] = descriptor
-        return Reply(m.SendResponse(sent=size), self.boot)
+        return Reply(m.SendResponse.model_construct(sent=size), self.boot)
 
     def room(self, descriptor: int, size: int) -> bool:
         """Whether a send of `size` bytes fits in the socket's window (one send always fits an empty window)."""
@@ -552,6 +552,9 @@ class ChannelState:
         if known is None:
             return  # a cancelled call's, or an answer sent again: nobody waits for it
         call = known[0]
+        if frame.seq in self._posted_seqs and isinstance(frame, ResultFrame):
+            self._answer_posted(frame.seq, None)  # a pipelined send's answer matters only when it is an error
+            return
         try:
             outcome: m.Response | ErrorDetail = (
                 ErrorDetail.model_validate(frame.error)

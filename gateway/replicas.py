@@ -187,21 +187,43 @@ class Replicas:
 
 
 class _Publisher:
-    """Publishes a relayed channel's frames on one subject, in order, without waiting: nats-py's publish only
-    queues them for its flusher, but as a coroutine, so each runs as a task (kept here till it is done)."""
+    """Publishes a relayed channel's frames on one subject, in order, without waiting. nats-py's publish is a
+    coroutine that only queues a frame for its flusher, so it runs here at once, and only when it has to wait
+    (a full buffer) as a task that goes on with it; later frames wait for that task, so the order holds."""
 
     def __init__(self, client: Client, subject: str) -> None:
         self.client, self.subject = client, subject
-        self._publishing: set[asyncio.Future[None]] = set()
+        self._waiting: asyncio.Task[None] | None = None
 
     def __call__(self, frame: Message | Close) -> None:
-        publishing = asyncio.ensure_future(self._publish(encode(frame)))
-        self._publishing.add(publishing)
-        publishing.add_done_callback(self._publishing.discard)
+        data = encode(frame)
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting = asyncio.ensure_future(self._after(self._waiting, data))
+            return
+        publishing = self._publish(data)
+        try:
+            waited = publishing.send(None)
+        except StopIteration:
+            return
+        self._waiting = asyncio.ensure_future(_go_on(publishing, waited))
+
+    async def _after(self, before: asyncio.Task[None], data: bytes) -> None:
+        await before
+        await self._publish(data)
 
     async def _publish(self, data: bytes) -> None:
         with contextlib.suppress(nats.errors.Error):  # a connection that is gone: the beats tell the other end
             await self.client.publish(self.subject, data)
+
+
+async def _go_on(coroutine: Any, waited: asyncio.Future[Any]) -> None:
+    """Go on with `coroutine`, which ran up to its wait for `waited`, as a task would."""
+    while True:
+        await asyncio.wait([waited])
+        try:
+            waited = coroutine.send(None)
+        except StopIteration:
+            return
 
 
 class _Carrier:
