@@ -16,6 +16,7 @@ granted again as it is used.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from protocol.errors import RESTARTED, over_max_bufsize
 from protocol.framing import Framing
 from protocol.models import LONG_POLL
 
-from .transport import Call, Reply
+from .transport import Call, Reply, answer_due
 
 WINDOW_BYTES = 64 << 20
 """Bytes of pipelined sends a socket may have unacknowledged, like a kernel send buffer."""
@@ -161,9 +162,11 @@ class ChannelUnavailable(Exception):
     """The agent has no channel: its upgrade was answered 404."""
 
 
-def refused_upgrade(status: int, body: bytes, where: str) -> None:
+def refused_upgrade(status: int, body: bytes, where: str, due: float | None = None) -> None:
     """Raise what an upgrade the agent refused with HTTP `status` means: no channel, a bad token, a refused
-    origin or host. Returns for a proxy's 5xx without an error body of ours: worth trying again."""
+    origin or host, an agent that is offline (through a gateway). Returns when trying again may help: a proxy's
+    5xx without an error body of ours, or an offline agent while calls the dropped link carried may still get
+    their answers (until `due`, a monotonic time)."""
     if status == 404:
         raise ChannelUnavailable()
     try:
@@ -172,6 +175,8 @@ def refused_upgrade(status: int, body: bytes, where: str) -> None:
         if status >= 500:
             return
         detail = ErrorDetail(code=ErrorCode.BAD_REQUEST, message=f"the upgrade was refused with HTTP {status}")
+    if detail.code is ErrorCode.AGENT_OFFLINE and due is not None and time.monotonic() < due:
+        return
     raise exception_for(detail, where)
 
 
@@ -191,7 +196,8 @@ class ChannelState:
         self.pipeline = pipeline
         """Whether a send is answered at once (False: each waits for the agent's answer)."""
         self.info: m.AgentInfo | None = None
-        self._unanswered: dict[int, tuple[Call, bytes]] = {}
+        self._unanswered: dict[int, tuple[Call, bytes, float]] = {}
+        """seq -> the call, its frame, and when it was first sent."""
         self._replies: dict[int, Reply] = {}
         self._cancels: deque[int] = deque(maxlen=MAX_CANCEL)
         self._posted: dict[int, _Posted] = {}
@@ -372,7 +378,7 @@ class ChannelState:
         if self._unanswered and done is not None:  # a pipelined send the caller is done with still needs its answer
             done = min(done, min(self._unanswered) - 1)
         data = encode(CallFrame(call_id.seq, call.method.name, fields, call.boot, done))
-        self._unanswered[call_id.seq] = (call, data)
+        self._unanswered[call_id.seq] = (call, data, time.monotonic())
         if call.method is METHODS.close:
             self._streams.pop(fields["descriptor"], None)  # what was read ahead goes with the socket
         return data
@@ -395,6 +401,11 @@ class ChannelState:
         """What a client that closes sends last: each stream's grant, so what its receives did not take goes back
         to the socket when the session ends."""
         return [stream.again() for stream in self._streams.values()]
+
+    def answer_due(self, retry_for: float) -> float | None:
+        """Until when (a monotonic time) the calls still without an answer may get one through a new link, as
+        `wire.answer_due` says for each; None when none waits."""
+        return max((answer_due(call, sent, retry_for) for call, _, sent in self._unanswered.values()), default=None)
 
     def answer(self, seq: int) -> Reply | None:
         """The answer that arrived for call `seq`, taken."""

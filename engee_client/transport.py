@@ -33,6 +33,12 @@ class Reply:
     boot: str | None = None
 
 
+def answer_due(call: Call, sent: float, retry_for: float) -> float:
+    """Until when (a monotonic time) a call `sent` then may still be answered after its link dropped."""
+    wait: float = getattr(call.request, "wait", None) or 0.0
+    return sent + retry_for + wait
+
+
 TRANSPORTS = ("auto", "channel", "http")
 """What `transport=` may name: the channel when the agent offers one, the channel, or HTTP."""
 

@@ -20,6 +20,7 @@ from protocol import (
     META_HEADER,
     METHODS,
     OCTET_STREAM,
+    RETRY_HEADER,
     AgentUnreachableError,
     ErrorBody,
     ErrorDetail,
@@ -31,7 +32,7 @@ from protocol import (
 from protocol.errors import where
 from protocol.models import AgentInfo
 
-from .transport import Call, Reply
+from .transport import Call, Reply, answer_due
 
 CONNECT_TIMEOUT = 10.0
 CALL_TIMEOUT = 60.0
@@ -133,6 +134,29 @@ class Backoff:
         pause = min(0.05 * 2 ** (self._attempt - 1), 1.0) if self._attempt else 0.0
         if _permanent(exc) or time.monotonic() + pause > self._deadline:
             raise AgentUnreachableError(f"{where}: cannot reach the agent: {exc or type(exc).__name__}") from exc
+        self._attempt += 1
+        return pause
+
+
+class Resend:
+    """When to send `call` again after a gateway said its agent's link dropped with it on the way (503 with
+    Retry-After): its outcome is unknown, and the same call id runs at most once. From then on every offline
+    answer (the agent is not linked again yet) means the same: after 0.1 s doubling up to 1 s, until `retry_for`
+    seconds after the call began, with its wait on top; then its offline answer stands."""
+
+    __slots__ = ("_attempt", "_due")
+
+    def __init__(self, call: Call | None, retry_for: float) -> None:
+        self._due = None if call is None else answer_due(call, time.monotonic(), retry_for)
+        self._attempt = 0
+
+    def pause(self, reply: httpx.Response) -> float | None:
+        """Seconds to wait before sending the call again; None when `reply` is its answer."""
+        if self._due is None or reply.status_code != 503 or not (self._attempt or RETRY_HEADER in reply.headers):
+            return None
+        pause: float = min(0.1 * 2.0**self._attempt, 1.0)
+        if time.monotonic() + pause > self._due:
+            return None
         self._attempt += 1
         return pause
 

@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect
 
-from protocol import HEALTH_PATH, PREFIX, ErrorBody, ErrorCode, ErrorDetail
+from protocol import HEALTH_PATH, PREFIX, RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail
 from protocol.channel import CHANNEL_PATH, CLOSE_TOO_BIG, MAX_FRAME
 from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME
 from tap import TAP, Tap
@@ -65,13 +65,17 @@ class GatewayStatus(BaseModel):
 
 
 class Refusal(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> None:
         self.code, self.message = code, message
+        self.headers = headers or {}
+        if code is ErrorCode.UNAUTHORIZED:
+            self.headers["WWW-Authenticate"] = 'Bearer realm="engee-gateway"'
 
     def response(self, status: int | None = None) -> Response:
         body = ErrorBody(error=ErrorDetail(code=self.code, message=self.message)).to_json()
-        headers = {"WWW-Authenticate": 'Bearer realm="engee-gateway"'} if self.code is ErrorCode.UNAUTHORIZED else None
-        return Response(body, status_code=status or self.code.status, media_type="application/json", headers=headers)
+        return Response(
+            body, status_code=status or self.code.status, media_type="application/json", headers=self.headers
+        )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -211,8 +215,8 @@ def create_app(settings: Settings) -> FastAPI:
         }
         try:
             answer = await linked.request(user.name, relayed, RELAY_TIMEOUT)
-        except (Offline, TimeoutError):
-            return _offline(agent_id).response()
+        except (Offline, TimeoutError) as exc:  # a request the link lost on its way may be sent again
+            return _offline(agent_id, not isinstance(exc, Offline) or exc.in_flight).response()
         return _response(answer.status, answer.headers, answer.body)
 
     return app
@@ -231,8 +235,9 @@ async def _round_trip(linked: LinkedAgent | None, user: str) -> float | None:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
-def _offline(agent_id: str) -> Refusal:
-    return Refusal(ErrorCode.AGENT_OFFLINE, f"agent {agent_id!r} went offline: its link to the gateway dropped")
+def _offline(agent_id: str, in_flight: bool = False) -> Refusal:
+    message = f"agent {agent_id!r} went offline: its link to the gateway dropped"
+    return Refusal(ErrorCode.AGENT_OFFLINE, message, {RETRY_HEADER: "1"} if in_flight else None)
 
 
 def _response(status: int, headers: list[list[str]], body: bytes) -> Response:

@@ -29,7 +29,12 @@ CLOSE_OFFLINE = 1012
 
 
 class Offline(Exception):
-    """The agent's link dropped while a stream waited on it."""
+    """The agent is not linked; `in_flight`: its link dropped with the request on it (or as it was written), so
+    what became of the request is unknown, and the client may send it again under the same call id."""
+
+    def __init__(self, in_flight: bool = False) -> None:
+        super().__init__("in flight" if in_flight else "not linked")
+        self.in_flight = in_flight
 
 
 class Sink(Protocol):
@@ -145,7 +150,7 @@ class LinkedAgent:
         """The link dropped: every stream on it ends."""
         for answer in self._answers.values():
             if not answer.done():
-                answer.set_exception(Offline())
+                answer.set_exception(Offline(in_flight=True))
         sinks = list(self._sinks.values())
         self._answers.clear()
         self._sinks.clear()
@@ -169,7 +174,7 @@ class LinkedAgent:
 
     def _send(self, frame: LinkFrame) -> None:
         if not self.tap.write(encode(frame)):  # the link is gone as we write
-            raise Offline()
+            raise Offline(in_flight=True)
 
 
 class Links:

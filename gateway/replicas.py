@@ -23,7 +23,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from protocol import ErrorBody, ErrorCode, ErrorDetail
+from protocol import RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail
 from protocol.link import Close, LinkError, LinkFrame, Message, Open, Response, decode, encode
 
 from .links import CLOSE_OFFLINE, LinkedAgent, Offline, Sink
@@ -141,8 +141,8 @@ class Replicas:
         if request.get("kind") != "channel":
             try:
                 answer = await linked.request(opened.user, request, self.relay_timeout)
-            except (Offline, TimeoutError):
-                answer = _offline(opened.stream, linked.agent_id)
+            except (Offline, TimeoutError) as exc:
+                answer = _offline(opened.stream, linked.agent_id, not isinstance(exc, Offline) or exc.in_flight)
             await msg.respond(encode(answer))
             return
         try:
@@ -319,7 +319,7 @@ class RemoteAgent:
         except NoRespondersError:
             raise Offline() from None
         except NatsTimeout:  # the replica holding the link died with the request: reported offline
-            raise Offline() from None
+            raise Offline(in_flight=True) from None
         answer = decode(msg.data)
         if not isinstance(answer, Response):
             raise Offline()
@@ -368,8 +368,9 @@ class _Remote:
             asyncio.ensure_future(self.subscription.unsubscribe())
 
 
-def _offline(stream: int, agent_id: str) -> Response:
+def _offline(stream: int, agent_id: str, in_flight: bool = False) -> Response:
     body = ErrorBody(
         error=ErrorDetail(code=ErrorCode.AGENT_OFFLINE, message=f"agent {agent_id!r} went offline: its link dropped")
     ).to_json()
-    return Response(stream, ErrorCode.AGENT_OFFLINE.status, [["content-type", "application/json"]], body.encode())
+    headers = [["content-type", "application/json"], *([[RETRY_HEADER, "1"]] if in_flight else [])]
+    return Response(stream, ErrorCode.AGENT_OFFLINE.status, headers, body.encode())

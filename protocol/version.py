@@ -24,3 +24,7 @@ TRANSPORT_VARIABLE = "ENGEE_AGENT_TRANSPORT"
 """How the client calls the agent: auto (the channel when the agent offers one), channel, or http."""
 CA_VARIABLE = "ENGEE_AGENT_CA"
 """A CA file the client trusts for an https agent with a self-signed certificate."""
+RETRY_HEADER = "Retry-After"
+"""On a gateway's 503 agent_offline: the agent's link dropped with this call on it, so its outcome is unknown; the
+client sends it again under the same call id (the agent's ledger runs it at most once) until its time is up. A
+503 without it means the agent is simply not linked: no retry helps."""

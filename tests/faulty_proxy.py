@@ -8,7 +8,8 @@ import threading
 
 class FaultyProxy:
     """Forwards to `upstream`; each chunk it forwards is, with probability `cut`, the last: a random
-    part of it goes through, then both connections are reset. `cuts` counts how often that happened."""
+    part of it goes through, then both connections are reset. `cuts` counts how often that happened.
+    `cut_all()` resets every connection open now, as a pulled cable that is plugged in again would."""
 
     def __init__(self, upstream: tuple[str, int], cut: float, seed: int) -> None:
         self.upstream = upstream
@@ -19,7 +20,14 @@ class FaultyProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._stopped = False
+        self._open: set[socket.socket] = set()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut_all(self) -> None:
+        with self._lock:
+            open_now, self._open = self._open, set()
+        for sock in open_now:
+            _reset(sock)
 
     def _accept(self) -> None:
         while not self._stopped:
@@ -28,6 +36,8 @@ class FaultyProxy:
             except OSError:
                 return
             server = socket.create_connection(self.upstream)
+            with self._lock:
+                self._open.update((client, server))
             for sock in (client, server):  # forward each piece at once, as a router would
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for source, target in ((client, server), (server, client)):

@@ -1,5 +1,6 @@
 """The relay: an agent links out to a gateway, notebooks reach it there by id, with the client unchanged."""
 
+import asyncio
 import socket
 import threading
 import time
@@ -11,12 +12,13 @@ import pytest
 import websockets.sync.client as ws_client
 from websockets.exceptions import InvalidStatus
 
-from engee_client import Agent, AgentError, AgentOfflineError, AuthenticationError
+from engee_client import Agent, AgentError, AgentOfflineError, AsyncAgent, AuthenticationError
 from lab.process import AgentProcess, GatewayProcess
 from protocol.channel import MAX_FRAME
 from protocol.link import AGENT_HEADER, LINK_PATH
 
 from .conftest import Background
+from .faulty_proxy import FaultyProxy
 
 KEYS = {"lab-7": "lab-7-key-0123456789", "lab-8": "lab-8-key-0123456789", "spare": "spare-key-0123456789"}
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
@@ -261,6 +263,58 @@ def test_a_link_that_drops_makes_calls_offline_and_comes_back(gateway: GatewayPr
             assert agent.Socket("AF_INET", "SOCK_DGRAM").is_open()
         finally:
             again.stop()
+
+
+def test_a_call_the_link_dropped_is_sent_again_and_runs_once_when_the_agent_is_back(
+    gateway: GatewayProcess, tmp_path: Path, transport: str
+) -> None:
+    """An accept waits on the agent when its link drops: the client sends it again under its call id until the agent
+    is back, and it gets the one connection that came meanwhile (run twice, the second would wait for another)."""
+    address = gateway.url.removeprefix("http://").rpartition(":")
+    cable = FaultyProxy((address[0], int(address[2])), cut=0.0, seed=0)
+    process = AgentProcess(
+        "--gateway", cable.url, "--agent-id", "spare", f"--agent-key={KEYS['spare']}", log_dir=str(tmp_path)
+    ).start()
+    try:
+        url = f"{gateway.url}/agents/spare"
+        with Agent(url, token=TOKENS["alice"], transport=transport, retry_for=20) as agent:
+            _wait_linked(gateway, "spare")
+            listener = agent.Socket("AF_INET", "SOCK_STREAM")
+            listener.bind("127.0.0.1", 0)
+            listener.listen()
+            accepting = Background(listener.accept, 30)
+            time.sleep(1.0)  # the accept waits on the agent now
+            cable.cut_all()  # the link drops with the accept on it
+            peer = socket.create_connection(listener.local_address)  # the agent's socket is real: it is kept
+            connection = agent.Socket("AF_INET", "SOCK_STREAM", accepting.join_result(40))
+            connection.send(b"after the outage")
+            assert peer.recv(100) == b"after the outage"
+            peer.close()
+
+            async def awaited() -> bytes:  # the same with the asyncio client, on the same agent
+                async with AsyncAgent(url, token=TOKENS["alice"], transport=transport, retry_for=20) as aio:
+                    server = await aio.Socket("AF_INET", "SOCK_STREAM", listener.descriptor)
+                    accepting = asyncio.ensure_future(server.accept(timeout=30))
+                    await asyncio.sleep(1.0)
+                    cable.cut_all()
+                    late = await asyncio.to_thread(socket.create_connection, listener.local_address)
+                    accepted = await aio.Socket("AF_INET", "SOCK_STREAM", await accepting)
+                    await accepted.send(b"async, after the outage")
+                    data = await asyncio.to_thread(late.recv, 100)
+                    late.close()
+                    return data
+
+            assert asyncio.run(awaited()) == b"async, after the outage"
+    finally:
+        process.stop()
+        cable.close()
+
+
+def _wait_linked(gateway: GatewayProcess, agent_id: str) -> None:
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{gateway.url}/agents/{agent_id}/v1/agent", headers=_bearer("alice")).status_code != 200:
+        assert time.monotonic() < deadline, f"agent {agent_id} did not link"
+        time.sleep(0.1)
 
 
 def test_the_status_pages_show_the_links(gateway: GatewayProcess, lab: AgentProcess) -> None:

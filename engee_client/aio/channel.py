@@ -181,6 +181,7 @@ class AsyncChannelTransport:
     async def _link_with_backoff(self) -> None:
         backoff: Backoff | None = None
         where = f"{CHANNEL_PATH} (agent {self.url})"
+        due = self.state.answer_due(self.retry_for)  # calls a dropped link carried wait for an agent back
         while True:
             try:
                 await self._link_once()
@@ -189,8 +190,8 @@ class AsyncChannelTransport:
                 raise ProtocolError(f"{where}: the agent's hello: {exc}") from None
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, EOFError) as exc:
                 if isinstance(exc, InvalidStatus):
-                    refused_upgrade(exc.response.status_code, bytes(exc.response.body or b""), where)
-                backoff = backoff or Backoff(time.monotonic() + self.retry_for)
+                    refused_upgrade(exc.response.status_code, bytes(exc.response.body or b""), where, due)
+                backoff = backoff or Backoff(max(time.monotonic() + self.retry_for, due or 0.0))
                 await asyncio.sleep(backoff.pause(exc, where))
 
     async def _link_once(self) -> None:

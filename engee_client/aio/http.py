@@ -11,7 +11,7 @@ from protocol import ErrorDetail
 from protocol.models import AgentInfo
 
 from ..transport import Call, Reply
-from ..wire import LIMITS, RETRY_FOR, Backoff, Wire, ssl_context
+from ..wire import LIMITS, RETRY_FOR, Backoff, Resend, Wire, ssl_context
 
 
 class AsyncHttpTransport:
@@ -40,7 +40,7 @@ class AsyncHttpTransport:
         await self._pool.aclose()
 
     async def _send(self, request: httpx.Request, call: Call | None) -> httpx.Response:
-        backoff = None
+        backoff, resend = None, Resend(call, self.retry_for)
         while True:
             try:
                 reply = await self._pool.handle_async_request(request)
@@ -48,7 +48,10 @@ class AsyncHttpTransport:
                     await reply.aread()
                 finally:
                     await reply.aclose()
-                return reply
             except httpx.TransportError as exc:
                 backoff = backoff or Backoff(time.monotonic() + self.retry_for)  # from the first failure
                 await asyncio.sleep(backoff.pause(exc, self.wire.where(call)))
+                continue
+            if (pause := resend.pause(reply)) is None:
+                return reply
+            await asyncio.sleep(pause)

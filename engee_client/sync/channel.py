@@ -274,6 +274,8 @@ class ChannelTransport:
     def _link_with_backoff(self) -> None:
         backoff: Backoff | None = None
         where = f"{CHANNEL_PATH} (agent {self.url})"
+        with self._lock:
+            due = self.state.answer_due(self.retry_for)  # calls a dropped link carried wait for an agent back
         while True:
             try:
                 self._link_once()
@@ -282,10 +284,10 @@ class ChannelTransport:
                 raise ProtocolError(f"{where}: the agent's hello: {exc}") from None
             except (OSError, InvalidHandshake) as exc:
                 if isinstance(exc, InvalidStatus):
-                    refused_upgrade(exc.response.status_code, bytes(exc.response.body or b""), where)
+                    refused_upgrade(exc.response.status_code, bytes(exc.response.body or b""), where, due)
                 if isinstance(exc, ssl.SSLCertVerificationError):
                     raise AgentUnreachableError(f"{where}: cannot reach the agent: {exc}") from exc
-                backoff = backoff or Backoff(time.monotonic() + self.retry_for)
+                backoff = backoff or Backoff(max(time.monotonic() + self.retry_for, due or 0.0))
                 time.sleep(backoff.pause(exc, where))
 
     def _link_once(self) -> None:

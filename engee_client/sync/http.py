@@ -17,7 +17,7 @@ from protocol import ErrorDetail
 from protocol.models import AgentInfo
 
 from ..transport import Call, Reply
-from ..wire import LIMITS, RETRY_FOR, Backoff, Wire, ssl_context
+from ..wire import LIMITS, RETRY_FOR, Backoff, Resend, Wire, ssl_context
 
 
 class HttpTransport:
@@ -46,7 +46,7 @@ class HttpTransport:
         self._pool.close()
 
     def _send(self, request: httpx.Request, call: Call | None) -> httpx.Response:
-        backoff = None
+        backoff, resend = None, Resend(call, self.retry_for)
         while True:
             try:
                 reply = self._pool.handle_request(request)
@@ -54,7 +54,10 @@ class HttpTransport:
                     reply.read()
                 finally:
                     reply.close()
-                return reply
             except httpx.TransportError as exc:
                 backoff = backoff or Backoff(time.monotonic() + self.retry_for)  # from the first failure
                 time.sleep(backoff.pause(exc, self.wire.where(call)))
+                continue
+            if (pause := resend.pause(reply)) is None:
+                return reply
+            time.sleep(pause)
