@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -55,7 +56,12 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.gateways:
             assert settings.agent_id and settings.agent_key
             app.state.link = AgentLink(
-                app, settings.gateways, settings.agent_id, settings.agent_key, ping_interval=settings.limits.link_ping
+                app,
+                settings.gateways,
+                settings.agent_id,
+                settings.agent_key,
+                verify=ssl.create_default_context(cafile=settings.gateway_ca) if settings.gateway_ca else None,
+                ping_interval=settings.limits.link_ping,
             )
             linker = asyncio.create_task(app.state.link.run())
         yield

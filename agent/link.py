@@ -102,7 +102,7 @@ class AgentLink:
         return await websockets.connect(
             url,
             additional_headers=self._headers,
-            ssl=self._ssl if url.startswith("wss:") else None,
+            ssl=(self._ssl or True) if url.startswith("wss:") else None,  # True: the system's trusted CAs
             max_size=MAX_LINK_FRAME,
             compression=None,
             open_timeout=10,

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -104,6 +105,9 @@ class Settings:
     """The gateway users this agent serves, each with its own rules; None: every user the gateway lets in."""
     agent_id: str | None = None
     agent_key: str | None = None
+    gateway_ca: str | None = None
+    """A CA file (PEM) the gateway's certificate is checked against instead of the system's: a private CA, or a
+    self-signed gateway."""
     listen: bool = True
     """Serve the local port; False with a gateway, for an agent reached only through it."""
 
@@ -188,6 +192,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--agent-id", metavar="ID", help="this agent's id at the gateway")
     p.add_argument("--agent-key", metavar="KEY", help="this agent's key at the gateway")
+    p.add_argument(
+        "--gateway-ca",
+        metavar="FILE",
+        help="check the gateway's certificate against this CA file (PEM) instead of the system's trusted CAs",
+    )
     p.add_argument("--no-listen", action="store_true", default=None, help="serve no local port: only the gateway link")
     p.add_argument(
         "--log-level", choices=LOG_LEVELS, type=str.lower, help="how much to log to standard error (default warning)"
@@ -222,6 +231,7 @@ ENVIRONMENT_OPTIONS = (
     "log_level",
     "agent_id",
     "agent_key",
+    "gateway_ca",
 )
 """Options also read from ENGEE_AGENT_<NAME> (the token from ENGEE_AGENT_TOKEN)."""
 
@@ -293,10 +303,13 @@ def _linked(
     )
     agent_id = _pick(args.agent_id, config.get("agent_id"), None)
     key = _pick(args.agent_key, config.get("agent_key"), None)
+    ca = _pick(args.gateway_ca, config.get("gateway_ca"), None)
     listen = not _pick(args.no_listen, not config.get("listen", True), False)
     if not gateways:
-        if agent_id or key:
-            raise SettingsError("--agent-id and --agent-key name this agent at a gateway: give --gateway URL too")
+        if agent_id or key or ca:
+            raise SettingsError(
+                "--agent-id, --agent-key and --gateway-ca are for a link to a gateway: give --gateway URL too"
+            )
         if not listen:
             raise SettingsError("--no-listen leaves no way in: give --gateway URL, --agent-id and --agent-key")
         return settings
@@ -309,7 +322,12 @@ def _linked(
         )
     if not key or len(key) < 16:
         raise SettingsError("--agent-key: a gateway needs this agent's key, at least 16 characters")
-    return replace(settings, gateways=gateways, agent_id=agent_id, agent_key=key, listen=listen)
+    if ca is not None:
+        try:
+            ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"--gateway-ca {ca!r} is no CA file this agent can use: {exc}") from None
+    return replace(settings, gateways=gateways, agent_id=agent_id, agent_key=key, gateway_ca=ca, listen=listen)
 
 
 def _pick(flag: Any, configured: Any, default: Any) -> Any:
@@ -484,6 +502,7 @@ CONFIG = Table(
         "gateways": STRINGS,
         "agent_id": STRING,
         "agent_key": STRING,
+        "gateway_ca": STRING,
         "listen": Value("true or false", (bool,)),
     }
 )

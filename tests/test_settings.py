@@ -44,6 +44,12 @@ def test_flag_beats_environment_beats_config(tmp_path: Path) -> None:
         ("[policy]\nconnect_allow = ['10.0.0.0/33']", "neither a network"),
         ("ssl_certfile = 'a.pem'", "go together"),
         ("port = ", "not valid TOML"),
+        ("gateway_ca = 'ca.pem'", "give --gateway URL too"),
+        (
+            "gateways = ['https://gw.example']\nagent_id = 'lab'\nagent_key = '" + "k" * 20 + "'\n"
+            "gateway_ca = '/nonexistent/ca.pem'",
+            "is no CA file this agent can use",
+        ),
     ],
 )
 def test_bad_configuration_is_refused_with_what_to_change(tmp_path: Path, text: str, message: str) -> None:

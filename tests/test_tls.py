@@ -5,7 +5,9 @@ a throwaway CA, and a server certificate for 127.0.0.1 and localhost signed by i
 """
 
 import shutil
+import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -14,8 +16,8 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidHandshake
 
-from engee_client import Agent, AgentUnreachableError, AuthenticationError, DefaultAgent
-from lab.process import AgentProcess
+from engee_client import Agent, AgentError, AgentUnreachableError, AuthenticationError, DefaultAgent
+from lab.process import AgentProcess, GatewayProcess
 
 from .conftest import Background
 
@@ -237,3 +239,50 @@ def test_engee_agent_ca_is_what_gets_verified_and_verify_overrides_it(
         agent.Socket("AF_INET", "SOCK_DGRAM") as sock,
     ):
         assert sock.is_open()
+
+
+def test_an_agent_links_to_a_tls_gateway_with_its_ca_and_not_without(
+    tls_files: TlsFiles, tmp_path: Path, transport: str, no_env_trust: None
+) -> None:
+    """A gateway with a certificate of a private CA: an agent given --gateway-ca links, a notebook checking the same
+    CA reaches it through the gateway; an agent without the CA file does not link (nothing is sent to an impostor)."""
+    key, token = "tls-lab-key-0123456789", "tls-user-token-0123456789"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[agents.tls-lab]\nkey = "{key}"\n[agents.untrusting]\nkey = "{key}"\n'
+        f'[users.alice]\ntoken = "{token}"\nagents = ["tls-lab", "untrusting"]\n'
+    )
+    tls = ("--ssl-certfile", str(tls_files.cert), "--ssl-keyfile", str(tls_files.key))
+    with GatewayProcess(str(config), *tls, log_dir=str(tmp_path)) as gateway:
+        assert gateway.url.startswith("https://")
+        link = ("--gateway", gateway.url, f"--agent-key={key}", "--no-listen")
+        trusting = AgentProcess(
+            *link, "--agent-id", "tls-lab", "--gateway-ca", str(tls_files.ca), log_dir=str(tmp_path)
+        )
+        untrusting = AgentProcess(*link, "--agent-id", "untrusting", log_dir=str(tmp_path))
+        with trusting, untrusting:
+            url = f"{gateway.url}/agents/tls-lab"
+            with Agent(url, token=token, verify=str(tls_files.ca), transport=transport, retry_for=20) as lab:
+                deadline = time.monotonic() + 20
+                while not _linked(lab) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                device = lab.Socket("AF_INET", "SOCK_DGRAM")
+                device.bind("127.0.0.1", 0)
+                device.send_to(b"over TLS twice", *device.local_address)
+                assert bytes(device.receive(100, timeout=5)) == b"over TLS twice"
+            time.sleep(1.0)  # the untrusting agent has tried by now
+            reply = httpx.get(
+                f"{gateway.url}/agents/untrusting/v1/agent",
+                headers={"Authorization": f"Bearer {token}"},
+                verify=ssl.create_default_context(cafile=tls_files.ca),
+            )
+            assert reply.status_code == 503 and reply.json()["error"]["code"] == "agent_offline"
+            assert "CERTIFICATE_VERIFY_FAILED" in untrusting.output()
+
+
+def _linked(lab: Agent) -> bool:
+    try:
+        lab.info()
+    except AgentError:
+        return False
+    return True
