@@ -57,6 +57,8 @@ class AgentRow(BaseModel):
     """Requests and channels the gateway opened on its link."""
     rtt_ms: float | None = None
     """The round trip of a health check over its link, measured for this page; None when it is offline."""
+    here: bool = False
+    """Whether this replica holds its link; an online agent that is not here is linked to another replica."""
 
 
 class GatewayStatus(BaseModel):
@@ -119,6 +121,19 @@ def create_app(settings: Settings) -> FastAPI:
             return replicas.remote(agent_id)
         raise Refusal(ErrorCode.AGENT_OFFLINE, f"agent {agent_id!r} is offline: it is not linked to the gateway")
 
+    async def agent_row(agent_id: str, user: str) -> AgentRow:
+        """What the status page says of one agent: its link here, or the one another replica holds."""
+        if (linked := links.get(agent_id)) is not None:
+            since, calls, here = linked.since, linked.calls, True
+            way: LinkedAgent | RemoteAgent = linked
+        elif replicas is not None and (held := await replicas.remote(agent_id).link_status(user, PROBE_TIMEOUT)):
+            (since, calls), here = held, False
+            way = replicas.remote(agent_id)
+        else:
+            return AgentRow(agent_id=agent_id, online=False)
+        rtt = await _round_trip(way, user)
+        return AgentRow(agent_id=agent_id, online=True, here=here, since=since, calls=calls, rtt_ms=rtt)
+
     @app.get(HEALTH_PATH)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -131,19 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
         except Refusal as refusal:
             return refusal.response()
         agent_ids = sorted(user.agents & set(settings.agents))
-        rtts = await asyncio.gather(*(_round_trip(links.get(agent_id), user.name) for agent_id in agent_ids))
-        rows = []
-        for agent_id, rtt in zip(agent_ids, rtts, strict=True):
-            linked = links.get(agent_id)
-            rows.append(
-                AgentRow(
-                    agent_id=agent_id,
-                    online=linked is not None,
-                    since=linked.since if linked else None,
-                    calls=linked.calls if linked else 0,
-                    rtt_ms=rtt,
-                )
-            )
+        rows = await asyncio.gather(*(agent_row(agent_id, user.name) for agent_id in agent_ids))
         return GatewayStatus(user=user.name, agents=rows)
 
     @app.websocket(LINK_PATH)
@@ -222,10 +225,9 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _round_trip(linked: LinkedAgent | None, user: str) -> float | None:
-    """Milliseconds a health check takes over the agent's link, there and back (at most PROBE_TIMEOUT)."""
-    if linked is None:
-        return None
+async def _round_trip(linked: LinkedAgent | RemoteAgent, user: str) -> float | None:
+    """Milliseconds a health check takes over the agent's link, there and back (at most PROBE_TIMEOUT); from a
+    replica that does not hold the link, by way of the one that does."""
     probe = {"kind": "http", "method": "GET", "path": HEALTH_PATH, "query": "", "headers": [], "body": b""}
     start = time.perf_counter()
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,8 @@ from .links import CLOSE_OFFLINE, LinkedAgent, Offline, Sink
 log = logging.getLogger("engee.gateway")
 
 SUBJECT = "engee.agent.{}"
+LINK_STATUS = "link-status"
+"""The kind of an OPEN over NATS that asks the replica holding a link for its status, not the agent."""
 PENDING_BYTES = 256 << 20
 """What a subscription may hold before NATS calls it slow: more than a channel's windows put in flight."""
 
@@ -138,6 +141,10 @@ class Replicas:
             return  # as if nobody answered: the asking replica reports it offline
         request = dict(opened.request)
         up, down = request.pop("up", None), request.pop("down", None)
+        if request.get("kind") == LINK_STATUS:  # another replica's status page asks about the link held here
+            held = json.dumps({"since": linked.since, "calls": linked.calls}).encode()
+            await msg.respond(encode(Response(opened.stream, 200, [], held)))
+            return
         if request.get("kind") != "channel":
             try:
                 answer = await linked.request(opened.user, request, self.relay_timeout)
@@ -261,6 +268,16 @@ class RemoteAgent:
         answer = await self._ask(Open(0, user, request), timeout)
         self.calls += 1
         return answer
+
+    async def link_status(self, user: str, timeout: float) -> tuple[float, int] | None:
+        """When the agent linked to the replica that holds its link, and how many calls went to it there; None
+        when no replica holds it."""
+        try:
+            answer = await self._ask(Open(0, user, {"kind": LINK_STATUS}), timeout)
+            held = json.loads(answer.body)
+            return float(held["since"]), int(held["calls"])
+        except (Offline, ValueError, KeyError, TypeError):
+            return None
 
     async def open_channel(self, user: str, request: dict[str, Any], timeout: float) -> tuple[int, Response]:
         stream = next(self._numbers)

@@ -88,6 +88,30 @@ def test_a_notebook_on_one_replica_reaches_an_agent_linked_to_another(
         Agent(f"{b.url}/agents/idle", token=TOKEN, transport=transport, retry_for=2).Socket()
 
 
+def test_every_replicas_status_shows_the_agent_wherever_its_link_is(
+    replicas: tuple[GatewayProcess, GatewayProcess, AgentProcess],
+) -> None:
+    a, b, _ = replicas
+    pages = {
+        name: {row["agent_id"]: row for row in _status(gateway)["agents"]} for name, gateway in (("a", a), ("b", b))
+    }
+    here, there = pages["a"]["lab"], pages["b"]["lab"]
+    assert here["online"] and here["here"] and there["online"] and not there["here"]
+    assert here["since"] == there["since"] and here["since"] > time.time() - 120  # A's link, as A knows it
+    assert here["rtt_ms"] is not None and there["rtt_ms"] is not None  # B's goes by way of A
+    assert (
+        pages["a"]["idle"]
+        == pages["b"]["idle"]
+        == {"agent_id": "idle", "online": False, "since": None, "calls": 0, "rtt_ms": None, "here": False}
+    )
+
+
+def _status(gateway: GatewayProcess) -> dict:
+    reply = httpx.get(f"{gateway.url}/v1/status", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
 def test_when_the_replica_holding_the_link_dies_the_agent_relinks_and_calls_go_on(
     replicas: tuple[GatewayProcess, GatewayProcess, AgentProcess],
 ) -> None:
