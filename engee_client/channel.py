@@ -22,7 +22,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import METHODS, ErrorBody, ErrorCode, ErrorDetail, exception_for
+from protocol import METHODS, AgentUnreachableError, ErrorBody, ErrorCode, ErrorDetail, exception_for
 from protocol import models as m
 from protocol.calls import MAX_CANCEL
 from protocol.channel import (
@@ -47,6 +47,7 @@ from protocol.framing import Framing
 from protocol.models import LONG_POLL
 
 from .transport import Call, Reply, answer_due
+from .wire import Backoff
 
 WINDOW_BYTES = 64 << 20
 """Bytes of pipelined sends a socket may have unacknowledged, like a kernel send buffer."""
@@ -178,6 +179,17 @@ def refused_upgrade(status: int, body: bytes, where: str, due: float | None = No
     if detail.code is ErrorCode.AGENT_OFFLINE and due is not None and time.monotonic() < due:
         return
     raise exception_for(detail, where)
+
+
+def relink_pause(backoff: Backoff, exc: BaseException, where: str, refusal: tuple[int, bytes] | None) -> float:
+    """Seconds to wait before linking again after `exc`. Once the backoff's time is up, an upgrade the agent
+    refused (`refusal`: its status and body) raises what it meant, an offline agent as AgentOfflineError."""
+    try:
+        return backoff.pause(exc, where)
+    except AgentUnreachableError:
+        if refusal is not None:
+            refused_upgrade(*refusal, where)
+        raise
 
 
 class ChannelState:

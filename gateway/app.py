@@ -27,7 +27,7 @@ from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME
 from tap import TAP, Tap
 
 from .links import CLOSE_OFFLINE, LinkedAgent, Links, Offline
-from .replicas import RemoteAgent, Replicas
+from .replicas import REPLICA_PATH, RemoteAgent, Replicas
 from .settings import Settings, User
 
 log = logging.getLogger("engee.gateway")
@@ -83,7 +83,9 @@ class Refusal(Exception):
 def create_app(settings: Settings) -> FastAPI:
     links = Links()
     replicas = (
-        Replicas(settings.nats, RELAY_TIMEOUT, OPEN_TIMEOUT, settings.grants, settings.link_ping)
+        Replicas(
+            settings.nats, settings.advertise or "", RELAY_TIMEOUT, OPEN_TIMEOUT, settings.grants, settings.link_ping
+        )
         if settings.nats
         else None
     )
@@ -196,6 +198,16 @@ def create_app(settings: Settings) -> FastAPI:
             return
         await websocket.accept()
         await _Relay(websocket, linked, stream).run()
+
+    @app.websocket(REPLICA_PATH + "/{ticket}")
+    async def replica(websocket: WebSocket, ticket: str) -> None:
+        """A channel another replica relays to an agent whose link is held here, by the ticket this one gave."""
+        claimed = replicas.claim(ticket) if replicas is not None else None
+        if claimed is None:
+            await websocket.send_denial_response(Refusal(ErrorCode.NOT_FOUND, "no such relayed channel").response())
+            return
+        await websocket.accept()
+        await _Relay(websocket, *claimed).run()
 
     @app.api_route("/agents/{agent_id}/{path:path}", methods=["GET", "POST"])
     async def relay(agent_id: str, path: str, request: Request) -> Response:

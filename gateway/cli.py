@@ -6,6 +6,7 @@ import logging
 import signal
 import socket
 import sys
+from dataclasses import replace
 
 import uvicorn
 
@@ -52,7 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"engee-gateway: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     sock.listen(1024)
     host, port = sock.getsockname()[:2]
-    print(banner(f"{settings.scheme}://{bracketed(host)}:{port}", settings), flush=True)
+    url = f"{settings.scheme}://{bracketed(host)}:{port}"
+    print(banner(url, settings), flush=True)
+    if settings.nats and settings.advertise is None:  # where the other replicas reach this one
+        name = socket.gethostname() if host in ("0.0.0.0", "::") else bracketed(host)
+        settings = replace(settings, advertise=f"{settings.scheme}://{name}:{port}")
     config = uvicorn.Config(
         create_app(settings),
         log_level=settings.log_level,

@@ -3,29 +3,36 @@
 The replica holding an agent's link subscribes to `engee.agent.<id>`. Another replica carries a
 notebook's HTTP request there as a NATS request (its link frames as they are: an OPEN, answered by
 a RESPONSE); "no responders" means no replica holds the link, so the agent is offline. A channel
-opens the same way, with two subjects of its own named in the OPEN for its MESSAGE and CLOSE
-frames, one each way. So replicas share nothing but NATS, and a notebook needs no sticky session.
+opens the same way, and the holder answers its 101 with a one-time ticket: the notebook's replica
+then dials the holder's `REPLICA_PATH/<ticket>` (at the URL the holder advertises) and the two
+splice the channel over that WebSocket, message by message as each is parsed. So a channel's
+frames cross one more WebSocket, not NATS and two more processes, and replicas share nothing but
+NATS and each other's URLs; a notebook needs no sticky session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 import nats
+import websockets
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.protocol import State
 
-from protocol import RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail
-from protocol.link import Close, LinkError, LinkFrame, Message, Open, Response, decode, encode
+from protocol import PREFIX, RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail
+from protocol.link import MAX_LINK_FRAME, LinkError, Open, Response, decode, encode
 
 from .links import CLOSE_OFFLINE, LinkedAgent, Offline, Sink
 
@@ -38,35 +45,12 @@ PENDING_BYTES = 256 << 20
 """What a subscription may hold before NATS calls it slow: more than a channel's windows put in flight."""
 
 
-BEAT = 102
-"""A RESPONSE frame with this status on a relayed channel's subject: "still here", sent every ping interval."""
-MISSED = 3
-"""Beats a relayed channel may miss before its other end counts as gone (a replica that died)."""
-
-
-class _Beat:
-    """The liveness of one channel relayed across replicas: a beat to the other end every `every` seconds;
-    when none came back for MISSED of them, `gone()` is called once and the beating stops."""
-
-    def __init__(self, client: Client, subject: str, stream: int, every: float, gone: Callable[[], None]) -> None:
-        self.client, self.subject, self.stream, self.every, self.gone = client, subject, stream, every, gone
-        self._heard = asyncio.get_running_loop().time()
-        self._task = asyncio.ensure_future(self._run())
-
-    def heard(self) -> None:
-        self._heard = asyncio.get_running_loop().time()
-
-    def stop(self) -> None:
-        self._task.cancel()
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.every)
-            if loop.time() - self._heard > MISSED * self.every:
-                self.gone()
-                return
-            await self.client.publish(self.subject, encode(Response(self.stream, BEAT, [], b"")))
+REPLICA_PATH = f"{PREFIX}/replica"
+"""Where the replica holding a link takes a channel another replica relays to it: `REPLICA_PATH/<ticket>`."""
+TICKET_HEADER = "x-engee-ticket"
+"""On a channel's 101 over NATS: the URL, with its one-time ticket, the notebook's replica dials."""
+TICKET_TIME = 10.0
+"""Seconds a ticket stays good; the channel opened for it on the link closes if nobody came."""
 
 
 class Replicas:
@@ -75,14 +59,17 @@ class Replicas:
     def __init__(
         self,
         url: str,
+        advertise: str,
         relay_timeout: float,
         open_timeout: float,
         grants: Callable[[str, str], bool],
-        beat: float = 10.0,
+        ping: float = 10.0,
     ) -> None:
         self.url = url
-        self.beat = beat
-        """Seconds between the beats of a channel relayed across replicas (the gateway's link_ping)."""
+        self.advertise = advertise.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        """Where the other replicas reach this one (ws:// or wss://), for the channels they relay here."""
+        self.ping = ping
+        """Seconds between pings on a channel relayed between replicas (the gateway's link_ping)."""
         self.grants = grants
         """Whether a user may use an agent: checked again here, for NATS carries no token."""
         self.relay_timeout, self.open_timeout = relay_timeout, open_timeout
@@ -90,6 +77,7 @@ class Replicas:
         self._served: dict[str, Subscription] = {}
         self._remote: dict[str, RemoteAgent] = {}
         self._answering: set[asyncio.Task[None]] = set()
+        self._tickets: dict[str, tuple[LinkedAgent, int, asyncio.TimerHandle]] = {}
 
     async def start(self) -> None:
         self._client = await nats.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
@@ -102,7 +90,7 @@ class Replicas:
         """The agent as another replica holds it (or none: then it is offline)."""
         assert self._client is not None
         if agent_id not in self._remote:
-            self._remote[agent_id] = RemoteAgent(self._client, agent_id, self.beat)
+            self._remote[agent_id] = RemoteAgent(self._client, agent_id, self.ping)
         return self._remote[agent_id]
 
     async def serve(self, linked: LinkedAgent) -> None:
@@ -140,7 +128,6 @@ class Replicas:
             log.warning("a replica asked for %s as %s, who may not use it", linked.agent_id, opened.user)
             return  # as if nobody answered: the asking replica reports it offline
         request = dict(opened.request)
-        up, down = request.pop("up", None), request.pop("down", None)
         if request.get("kind") == LINK_STATUS:  # another replica's status page asks about the link held here
             held = json.dumps({"since": linked.since, "calls": linked.calls}).encode()
             await msg.respond(encode(Response(opened.stream, 200, [], held)))
@@ -157,112 +144,38 @@ class Replicas:
         except (Offline, TimeoutError):
             await msg.respond(encode(_offline(opened.stream, linked.agent_id)))
             return
+        if answer.status == 101:
+            ticket = secrets.token_urlsafe(24)
+            expire = asyncio.get_running_loop().call_later(TICKET_TIME, self._expire, ticket)
+            self._tickets[ticket] = (linked, stream, expire)
+            headers = [*answer.headers, [TICKET_HEADER, f"{self.advertise}{REPLICA_PATH}/{ticket}"]]
+            answer = Response(opened.stream, 101, headers, answer.body)
         await msg.respond(encode(answer))
-        if answer.status == 101 and isinstance(up, str) and isinstance(down, str):
-            asyncio.ensure_future(self._carry(linked, stream, up, down))
 
-    async def _carry(self, linked: LinkedAgent, stream: int, up: str, down: str) -> None:
-        """Carry one relayed channel between the link and the replica the notebook is on."""
-        assert self._client is not None
-        carrier = _Carrier(self._client, down, stream)
+    def claim(self, ticket: str) -> tuple[LinkedAgent, int] | None:
+        """The channel a ticket opened, once: the replica that asked for it has come to carry it."""
+        claimed = self._tickets.pop(ticket, None)
+        if claimed is None:
+            return None
+        linked, stream, expire = claimed
+        expire.cancel()
+        return linked, stream
 
-        def notebook_gone() -> None:  # the notebook's replica died: the agent's side of the channel ends
-            asyncio.ensure_future(linked.close_channel(stream, 1001))
-            carrier.closed(1001, "the notebook's replica is gone")
-
-        beat = _Beat(self._client, down, stream, self.beat, notebook_gone)
-
-        async def from_notebook(msg: Msg) -> None:
-            beat.heard()
-            try:
-                frame = decode(msg.data)
-                if isinstance(frame, Message):
-                    linked.to_agent(stream, frame.data)
-                elif isinstance(frame, Close):
-                    await linked.close_channel(stream, frame.code)
-                    carrier.closed(frame.code, "")
-            except (LinkError, Offline):
-                pass
-
-        subscription = await self._client.subscribe(up, cb=from_notebook, pending_bytes_limit=PENDING_BYTES)
-        linked.attach(stream, carrier)
-        try:
-            await carrier.over
-        finally:
-            beat.stop()
-            await subscription.unsubscribe()
-
-
-class _Publisher:
-    """Publishes a relayed channel's frames on one subject, in order, without waiting. nats-py's publish is a
-    coroutine that only queues a frame for its flusher, so it runs here at once, and only when it has to wait
-    (a full buffer) as a task that goes on with it; later frames wait for that task, so the order holds."""
-
-    def __init__(self, client: Client, subject: str) -> None:
-        self.client, self.subject = client, subject
-        self._waiting: asyncio.Task[None] | None = None
-
-    def __call__(self, frame: Message | Close) -> None:
-        data = encode(frame)
-        if self._waiting is not None and not self._waiting.done():
-            self._waiting = asyncio.ensure_future(self._after(self._waiting, data))
-            return
-        publishing = self._publish(data)
-        try:
-            waited = publishing.send(None)
-        except StopIteration:
-            return
-        self._waiting = asyncio.ensure_future(_go_on(publishing, waited))
-
-    async def _after(self, before: asyncio.Task[None], data: bytes) -> None:
-        await before
-        await self._publish(data)
-
-    async def _publish(self, data: bytes) -> None:
-        with contextlib.suppress(nats.errors.Error):  # a connection that is gone: the beats tell the other end
-            await self.client.publish(self.subject, data)
-
-
-async def _go_on(coroutine: Any, waited: asyncio.Future[Any]) -> None:
-    """Go on with `coroutine`, which ran up to its wait for `waited`, as a task would."""
-    while True:
-        await asyncio.wait([waited])
-        try:
-            waited = coroutine.send(None)
-        except StopIteration:
-            return
-
-
-class _Carrier:
-    """The sink of a channel relayed to another replica: the agent's frames go on to it over NATS, in order."""
-
-    def __init__(self, client: Client, subject: str, stream: int) -> None:
-        self.stream = stream
-        self.over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._publish = _Publisher(client, subject)
-
-    def message(self, data: bytes) -> None:
-        self._publish(Message(self.stream, data))
-
-    def closed(self, code: int, reason: str) -> None:
-        if not self.over.done():
-            self._publish(Close(self.stream, code, reason))
-            self.over.set_result(None)
-
-    def hold(self, held: bool) -> None:
-        """NATS takes what comes; its subscriptions' pending limits bound what waits."""
+    def _expire(self, ticket: str) -> None:
+        if (claimed := self._tickets.pop(ticket, None)) is not None:
+            asyncio.ensure_future(claimed[0].close_channel(claimed[1], 1001))
 
 
 class RemoteAgent:
     """An agent whose link another replica holds, with `LinkedAgent`'s interface."""
 
-    def __init__(self, client: Client, agent_id: str, beat: float = 10.0) -> None:
+    def __init__(self, client: Client, agent_id: str, ping: float = 10.0) -> None:
         self.client = client
         self.agent_id = agent_id
-        self.beat = beat
+        self.ping = ping
         self.calls = 0
         self._numbers = itertools.count(1)
-        self._channels: dict[int, _Remote] = {}
+        self._channels: dict[int, _Spliced] = {}
 
     async def request(self, user: str, request: dict[str, Any], timeout: float) -> Response:
         answer = await self._ask(Open(0, user, request), timeout)
@@ -280,30 +193,33 @@ class RemoteAgent:
             return None
 
     async def open_channel(self, user: str, request: dict[str, Any], timeout: float) -> tuple[int, Response]:
+        """Open the channel on the agent by way of the replica holding its link, and dial that replica for it."""
         stream = next(self._numbers)
-        inbox = self.client.new_inbox()
-        channel = _Remote(self.client, stream, f"{inbox}.up", lambda: self._forget(stream))
-
-        async def from_agent(msg: Msg) -> None:
-            try:
-                channel.take(decode(msg.data))
-            except LinkError:
-                return
-
-        down = f"{inbox}.down"
-        channel.subscription = await self.client.subscribe(down, cb=from_agent, pending_bytes_limit=PENDING_BYTES)
-        try:
-            answer = await self._ask(Open(stream, user, {**request, "up": channel.up, "down": down}), timeout)
-        except BaseException:
-            await channel.subscription.unsubscribe()
-            raise
-        if answer.status != 101:
-            await channel.subscription.unsubscribe()
-        else:  # the replica holding the link may die: then no beat comes, and the channel ends as offline
-            channel.beat = _Beat(self.client, channel.up, stream, self.beat, channel.offline)
-            self._channels[stream] = channel
+        answer = await self._ask(Open(stream, user, request), timeout)
         self.calls += 1
-        return stream, answer
+        if answer.status != 101:
+            return stream, answer
+        ticket = next((value for name, value in answer.headers if name == TICKET_HEADER), None)
+        if ticket is None:
+            raise Offline()
+        try:
+            connection = await websockets.connect(
+                ticket,
+                max_size=MAX_LINK_FRAME,
+                compression=None,
+                open_timeout=timeout,
+                ping_interval=self.ping,
+                ping_timeout=self.ping,
+                close_timeout=1,
+                user_agent_header=None,
+            )
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            log.warning("cannot reach the replica holding %s's link: %s", self.agent_id, exc)
+            raise Offline() from exc
+        self._channels[stream] = _Spliced(connection, lambda: self._forget(stream))
+        return stream, Response(
+            stream, 101, [name_value for name_value in answer.headers if name_value[0] != TICKET_HEADER], answer.body
+        )
 
     def attach(self, stream: int, sink: Sink) -> None:
         if (channel := self._channels.get(stream)) is None:
@@ -312,23 +228,20 @@ class RemoteAgent:
             channel.attach(sink)
 
     def to_agent(self, stream: int, data: bytes) -> None:
-        if (channel := self._channels.get(stream)) is not None:
-            channel.publish(Message(stream, data))
+        if (channel := self._channels.get(stream)) is None or not channel.write(data):
+            raise Offline(in_flight=True)
 
     async def close_channel(self, stream: int, code: int) -> None:
-        if (channel := self._channels.get(stream)) is not None:
-            channel.publish(Close(stream, code, ""))
-            self._forget(stream)
+        if (channel := self._channels.pop(stream, None)) is not None:
+            await channel.close(code)
 
     def lost(self) -> None:
         """The agent linked to this replica: the channels relayed to its old link end (their clients relink)."""
-        for channel in list(self._channels.values()):
-            channel.offline()
+        for stream in list(self._channels):
+            asyncio.ensure_future(self.close_channel(stream, CLOSE_OFFLINE))
 
     def _forget(self, stream: int) -> None:
-        channel = self._channels.pop(stream, None)
-        if channel is not None:
-            channel.stop()
+        self._channels.pop(stream, None)
 
     async def _ask(self, opened: Open, timeout: float) -> Response:
         try:
@@ -343,46 +256,42 @@ class RemoteAgent:
         return answer
 
 
-class _Remote:
-    """One channel relayed to the replica that holds the agent's link: what comes from there goes to the sink."""
+class _Spliced:
+    """One channel relayed to the replica that holds the agent's link, over a WebSocket to it: what comes from
+    there goes to the sink; what the notebook sends is written to it at once."""
 
-    def __init__(self, client: Client, stream: int, up: str, forget: Callable[[], None]) -> None:
-        self.client, self.stream, self.up, self._forget = client, stream, up, forget
-        self.subscription: Subscription | None = None
-        self.beat: _Beat | None = None
-        self._sink: Sink | None = None
-        self._early: list[Message | Close] = []
-        self.publish = _Publisher(client, up)
+    def __init__(self, connection: ClientConnection, forget: Callable[[], None]) -> None:
+        self.connection, self._forget = connection, forget
+        self._reading: asyncio.Task[None] | None = None
 
     def attach(self, sink: Sink) -> None:
-        self._sink = sink
-        early, self._early = self._early, []
-        for frame in early:
-            self.take(frame)
+        self._reading = asyncio.ensure_future(self._read(sink))
 
-    def take(self, frame: LinkFrame) -> None:
-        if self.beat is not None:
-            self.beat.heard()
-        if not isinstance(frame, Message | Close):
-            return
-        if self._sink is None:
-            self._early.append(frame)
-        elif isinstance(frame, Message):
-            self._sink.message(frame.data)
-        else:
+    def write(self, data: bytes) -> bool:
+        protocol = self.connection.protocol
+        if protocol.state is not State.OPEN:
+            return False
+        protocol.send_binary(data)
+        self.connection.send_data()
+        return True
+
+    async def close(self, code: int) -> None:
+        await self.connection.close(code)
+
+    async def _read(self, sink: Sink) -> None:
+        try:
+            async for data in self.connection:
+                if isinstance(data, bytes):
+                    sink.message(data)
+        except ConnectionClosed:
+            pass
+        finally:
             self._forget()
-            self._sink.closed(frame.code, frame.reason)
-
-    def offline(self) -> None:
-        self._forget()
-        if self._sink is not None:
-            self._sink.closed(CLOSE_OFFLINE, "the agent went offline")
-
-    def stop(self) -> None:
-        if self.beat is not None:
-            self.beat.stop()
-        if self.subscription is not None:
-            asyncio.ensure_future(self.subscription.unsubscribe())
+            close = self.connection.protocol.close_rcvd
+            if close is not None and close.code != 1000:  # the holder closed it: as the agent (or the link) said
+                sink.closed(close.code, close.reason)
+            else:  # the holder went away, or closed it because the link did
+                sink.closed(CLOSE_OFFLINE, "the agent went offline")
 
 
 def _offline(stream: int, agent_id: str, in_flight: bool = False) -> Response:

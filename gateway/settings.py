@@ -63,6 +63,9 @@ class Settings:
     """Seconds between pings on every link and channel; one unanswered for as long marks the link dead."""
     nats: str | None = None
     """The NATS server replicas share (nats://HOST:PORT); none: a single gateway."""
+    advertise: str | None = None
+    """The URL the other replicas reach this one at, for the channels they relay to a link held here; none: the
+    URL it listens on (with the host's name for a wildcard address)."""
 
     @property
     def scheme(self) -> str:
@@ -98,6 +101,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), type=str.lower)
     p.add_argument("--nats", metavar="URL", help="nats://HOST:PORT: replicas route each other's calls through it")
     p.add_argument(
+        "--advertise",
+        metavar="URL",
+        help="with --nats: the URL the other replicas reach this one at (default: the URL it listens on)",
+    )
+    p.add_argument(
         "--link-ping",
         type=float,
         metavar="SECONDS",
@@ -120,6 +128,7 @@ def load(argv: list[str] | None = None) -> Settings:
         "log_level",
         "link_ping",
         "nats",
+        "advertise",
     }
     if unknown:
         raise SettingsError(f"unknown config entries: {', '.join(sorted(unknown))}")
@@ -136,6 +145,7 @@ def load(argv: list[str] | None = None) -> Settings:
         log_level=args.log_level or config.get("log_level", "warning"),
         link_ping=float(args.link_ping or config.get("link_ping", 10.0)),
         nats=args.nats or config.get("nats"),
+        advertise=args.advertise or config.get("advertise"),
     )
     if not 0.1 <= settings.link_ping <= 3600:
         raise SettingsError(f"link_ping {settings.link_ping:g} is outside 0.1..3600 seconds")
@@ -144,6 +154,8 @@ def load(argv: list[str] | None = None) -> Settings:
             raise SettingsError(f"agent id {name!r}: 1 to 64 letters, digits, '.', '-', '_'")
     if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
         raise SettingsError("--ssl-certfile and --ssl-keyfile go together")
+    if settings.advertise is not None and not re.match(r"^https?://[^/\s]+/?$", settings.advertise):
+        raise SettingsError(f"--advertise {settings.advertise!r} needs http:// or https:// and a host, and no path")
     return settings
 
 

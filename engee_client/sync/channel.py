@@ -30,7 +30,7 @@ from protocol import METHODS, AgentError, AgentUnreachableError, ErrorDetail, Pr
 from protocol.channel import CHANNEL_PATH, CLOSE_NORMAL, PING_INTERVAL, SESSION_PARAMETER, FrameError
 from protocol.models import AgentInfo
 
-from ..channel import ChannelState, ChannelUnavailable, Flow, Wait, channel_url, refused_upgrade
+from ..channel import ChannelState, ChannelUnavailable, Flow, Wait, channel_url, refused_upgrade, relink_pause
 from ..transport import Call, Reply
 from ..wire import CONNECT_TIMEOUT, RETRY_FOR, Backoff
 from .http import HttpTransport
@@ -283,12 +283,17 @@ class ChannelTransport:
             except (FrameError, ValidationError) as exc:  # a hello that is no frame of ours, or no agent's identity
                 raise ProtocolError(f"{where}: the agent's hello: {exc}") from None
             except (OSError, InvalidHandshake) as exc:
-                if isinstance(exc, InvalidStatus):
-                    refused_upgrade(exc.response.status_code, bytes(exc.response.body or b""), where, due)
+                refusal = (
+                    (exc.response.status_code, bytes(exc.response.body or b""))
+                    if isinstance(exc, InvalidStatus)
+                    else None
+                )
+                if refusal is not None:
+                    refused_upgrade(*refusal, where, due)
                 if isinstance(exc, ssl.SSLCertVerificationError):
                     raise AgentUnreachableError(f"{where}: cannot reach the agent: {exc}") from exc
                 backoff = backoff or Backoff(max(time.monotonic() + self.retry_for, due or 0.0))
-                time.sleep(backoff.pause(exc, where))
+                time.sleep(relink_pause(backoff, exc, where, refusal))
 
     def _link_once(self) -> None:
         url = f"{self._ws_url}?{SESSION_PARAMETER}={self._session}"
