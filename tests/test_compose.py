@@ -138,6 +138,7 @@ def test_the_replicas_share_nats_and_know_the_agent_and_the_user(config: dict) -
         flags = [str(ROOT / flag) if flag.endswith(".toml") else flag for flag in argv[1:]]
         settings = load_gateway(flags)
         assert settings.nats == "nats://gateway:demo-nats-password-change-me@nats:4222" and settings.port == 8800
+        assert settings.advertise == f"http://{name}:8800"  # the other replica dials it by its compose name
         nats = (ROOT / "deploy" / "nats.conf").read_text()
         assert "authorization" in nats and "demo-nats-password-change-me" in nats  # only replicas may connect
         notebook = services["notebook"]["environment"]
