@@ -100,6 +100,8 @@ class Ledger:
                 f"call id {key[0]}.{key[1]} names an earlier {call.name} call with other arguments; "
                 "a call id names one call"
             )
+        if call.task.done() and not call.task.cancelled():
+            return call.task.result()  # ran at once (or a retry of a finished call): no wait to shield
         try:
             return await asyncio.shield(call.task)
         except asyncio.CancelledError:
@@ -148,7 +150,7 @@ class Ledger:
         if outcome is None:
             self._forget(principal, key)  # nothing to give again: a retry runs it anew
             return
-        call.weight = _weight(outcome) + len(getattr(call.request, "data", b""))
+        call.weight = _weight(outcome) + len(call.request.__dict__.get("data", b""))
         book.bytes += call.weight
         self._bytes += call.weight
         self._evict(principal)
@@ -190,4 +192,4 @@ class Ledger:
 
 def _weight(outcome: Outcome) -> int:
     """Bytes an outcome holds, near enough for a memory bound: its payload and a little more."""
-    return len(getattr(outcome, "data", b"")) + 256
+    return len(outcome.__dict__.get("data", b"")) + 256  # not getattr: a model without it raises, which costs

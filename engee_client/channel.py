@@ -270,7 +270,8 @@ class ChannelState:
 
     def _post(self, call: Call, descriptor: int) -> Flow:
         size = len(getattr(call.request, "data", b""))
-        yield Wait(lambda: self.room(descriptor, size))
+        if not self.room(descriptor, size):
+            yield Wait(lambda: self.room(descriptor, size))
         if (failure := self.failure(descriptor)) is not None:  # answered while this send waited for room
             return Reply(failure, self.boot)
         reply = self.post(call, descriptor)
@@ -437,9 +438,9 @@ class ChannelState:
             data, peer = stream.taken = stream.chunks.popleft()
             stream.consumed += 1
             sender = m.Address(host=peer[0], port=peer[1]) if peer else None
-            return m.ReceiveResponse.model_construct(data=data[:bufsize], peer=sender, truncated=len(data) > bufsize)
+            return m.ReceiveResponse(data=data[:bufsize], peer=sender, truncated=len(data) > bufsize)
         if stream.chunks:
-            return m.ReceiveResponse.model_construct(data=stream.take(bufsize))
+            return m.ReceiveResponse(data=stream.take(bufsize))
         if stream.end is None:
             return None
         if stream.end.error is None:
@@ -505,7 +506,7 @@ class ChannelState:
         posted.calls[call.call_id.seq] = size
         posted.bytes += size
         self._posted_seqs[call.call_id.seq] = descriptor
-        return Reply(m.SendResponse.model_construct(sent=size), self.boot)
+        return Reply(m.SendResponse(sent=size), self.boot)
 
     def room(self, descriptor: int, size: int) -> bool:
         """Whether a send of `size` bytes fits in the socket's window (one send always fits an empty window)."""

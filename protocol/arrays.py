@@ -17,15 +17,15 @@ Shapes = dict[Any, tuple[type | tuple[type, ...], ...]]
 def checked(items: Any, kinds: type[K], shapes: Shapes, error: type[ValueError], what: str) -> tuple[K, list[Any]]:
     """The kind of `items` and its other items, or `error` naming what is wrong: a `what` is an array whose
     first item is a kind of `kinds`, then one item of the right type for each of its `shapes`."""
-    if not isinstance(items, list) or not items or type(items[0]) is not int or items[0] not in shapes:
+    if type(items) is not list or not items or type(items[0]) is not int or items[0] not in shapes:
         names = ", ".join(f"{kind.value} {kind.name.lower()}" for kind in kinds)
         raise error(f"a {what} is an array whose first item is a kind: {names}")
-    kind = kinds(items[0])
-    shape = shapes[kind]
-    label = kind.name.lower()
+    shape = shapes[items[0]]
     if len(items) != len(shape) + 1:
-        raise error(f"a {label} frame has {len(shape) + 1} items, not {len(items)}")
-    for index, (item, expected) in enumerate(zip(items[1:], shape, strict=True), start=1):
-        if not isinstance(item, expected) or isinstance(item, bool):
+        raise error(f"a {kinds(items[0]).name.lower()} frame has {len(shape) + 1} items, not {len(items)}")
+    for index in range(1, len(items)):
+        item = items[index]
+        if not isinstance(item, shape[index - 1]) or item is True or item is False:
+            label = kinds(items[0]).name.lower()
             raise error(f"item {index} of a {label} frame has the wrong type ({type(item).__name__})")
-    return kind, items[1:]
+    return kinds(items[0]), items[1:]

@@ -49,6 +49,11 @@ def to_bytes(value: Any, name: str = "message") -> bytes:
         items = view.tolist()
     elif isinstance(value, Sequence):
         items = value
+        if type(value) is list and not any(type(item) is bool for item in value):
+            try:
+                return bytes(value)  # in C; anything it refuses is named item by item below
+            except (TypeError, ValueError):
+                pass
     else:
         raise TypeError(
             f"{name} must be bytes, bytearray, memoryview or a sequence of ints 0..255, not {type(value).__name__}"

@@ -9,8 +9,9 @@ order; the reader never writes: pongs and TLS records it causes are sent by the 
 
 from __future__ import annotations
 
+import math
 import os
-import selectors
+import select
 import socket
 import ssl
 import struct
@@ -49,8 +50,8 @@ class Link:
         """Guards the protocol and TLS objects; never held during I/O."""
         self._writing = threading.Lock()
         self._early: list[Frame] = []
-        self._readable = selectors.DefaultSelector()  # not select(): it fails past file descriptor 1023
-        self._readable.register(sock, selectors.EVENT_READ)
+        self._readable = select.poll()  # not select(): it fails past file descriptor 1023
+        self._readable.register(sock, select.POLLIN)
         self._masks, self._masks_at = b"", 0
         self._ended = ""
 
@@ -150,7 +151,8 @@ class Link:
         if self._ended:
             raise LinkClosed(self._ended)
         try:
-            if not self._readable.select(timeout):  # TLS leaves nothing pending: _decrypt takes all
+            wait = -1 if timeout is None else max(0, math.ceil(timeout * 1000))  # ms, rounded up: never a busy loop
+            if not self._readable.poll(wait):  # TLS leaves nothing pending: _decrypt takes all
                 return None
             data = self.sock.recv(RECEIVE)
         except (OSError, ValueError) as exc:  # ValueError: closed here already
