@@ -25,6 +25,7 @@ import rpyc
 from engee_client import Agent
 from lab.process import AgentProcess, Relay
 
+from .bare import BareEcho, seed_loop_bare
 from .delay import DelayProxy
 from .peers import HOST, RpycServer
 from .report import MIB, Floor, Workload, render, run_facts
@@ -84,9 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     seed = Workload(
         "seed loop",
         f"{args.messages} UDP messages, send + receive(1000) each, checked; written as for local sockets, so "
-        "RPyC looks up `send`/`recv` remotely on every call; rpyc-bound looks them up once before the loop",
+        "RPyC looks up `send`/`recv` remotely on every call; rpyc-bound looks them up once before the loop; bare: "
+        "each message there and back to a bare echo process (bench/bare.py), the floor of any design with the "
+        "sockets in another process",
         args.messages,
-        LOOPBACK,
+        (*LOOPBACK, "bare"),
         floors=(
             Floor("floor: seed loop channel/rpyc <= 0.3", 0.3, lambda w: w.ratio("channel", "rpyc")),
             Floor("floor: seed loop http/rpyc <= 2.0", 2.0, lambda w: w.ratio("http", "rpyc")),
@@ -232,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         across = stack.enter_context(Agent(pair.url, token=pair.token, transport="channel"))
         url, token = agent_process.url, agent_process.token
         rpyc_server = stack.enter_context(RpycServer())
+        bare = stack.enter_context(BareEcho())
         far_agent = stack.enter_context(DelayProxy(agent_address(url), DELAY))
         far_rpyc = stack.enter_context(DelayProxy((HOST, rpyc_server.port), DELAY))
         agents = {kind: stack.enter_context(Agent(url, token=token, transport=kind)) for kind in ("channel", "http")}
@@ -250,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
                         "rpyc": partial(seed_loop_sockets, remote, args.messages),
                         "rpyc-bound": partial(seed_loop_sockets, remote, args.messages, bound=True),
                         "direct": partial(seed_loop_sockets, socket, args.messages),
+                        "bare": partial(seed_loop_bare, bare.port, args.messages),
                     },
                 ),
                 (

@@ -27,7 +27,7 @@ def timed(body: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def _check(got: Any, want: Any, i: int) -> None:
+def check(got: Any, want: Any, i: int) -> None:
     if got != want:
         raise RuntimeError(f"message {i}: received {got!r}, sent {want!r}")
 
@@ -50,7 +50,7 @@ def seed_loop_sockets(sockets: Any, iterations: int, bound: bool = False) -> flo
             for i in range(1, iterations + 1):
                 message = f"Message {i}".encode()
                 send(message)
-                _check(recv(1000), message, i)
+                check(recv(1000), message, i)
 
         return timed(body)
     finally:
@@ -70,7 +70,7 @@ def seed_loop_agent(agent: Agent, iterations: int) -> float:
             for i in range(1, iterations + 1):
                 byte_array = list(f"Message {i}".encode())
                 socket_2.send(byte_array)
-                _check(socket_1.receive(1000).data, byte_array, i)
+                check(socket_1.receive(1000).data, byte_array, i)
 
         return timed(body)
     finally:
@@ -152,7 +152,7 @@ def query_agent(agent: Agent, count: int) -> float:
 
         def body() -> None:
             for i in range(count):
-                _check(device.query("MEAS:VOLT?", terminator="\r\n"), answer, i)
+                check(device.query("MEAS:VOLT?", terminator="\r\n"), answer, i)
 
         return timed(body)
 
@@ -167,7 +167,7 @@ def query_sockets(count: int, delay: float = 0.0) -> float:
             def body() -> None:
                 for i in range(count):
                     device.sendall(b"MEAS:VOLT?\r\n")
-                    _check(lines.readline(), Responder.ANSWER, i)
+                    check(lines.readline(), Responder.ANSWER, i)
 
             return timed(body)
 
@@ -191,7 +191,7 @@ def values_agent(agent: Agent, count: int, convert_here: bool = False) -> float:
                 values = list(struct.unpack(f"<{count}f", data))
             else:
                 values = device.read_values(count, "float32")
-            _check(values[-1], float((count - 1) % 250000), count)
+            check(values[-1], float((count - 1) % 250000), count)
 
         return timed(body)
 
@@ -208,7 +208,7 @@ def lines_sockets(count: int) -> float:
 
             def loop() -> None:
                 for i in range(count):
-                    _check(lines.readline(), b"sample %06d\n" % i, i)
+                    check(lines.readline(), b"sample %06d\n" % i, i)
 
             return timed(loop)
 
@@ -221,7 +221,7 @@ def lines_agent(agent: Agent, count: int, callbacks: bool = True) -> float:
 
             def loop() -> None:
                 for i in range(count):
-                    _check(device.read_line(), f"sample {i:06d}", i)
+                    check(device.read_line(), f"sample {i:06d}", i)
 
             return timed(loop)
         arrived = threading.Event()

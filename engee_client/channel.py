@@ -301,7 +301,7 @@ class ChannelState:
         if nbytes > stream.window:
             message = f"receive_exactly of {nbytes} bytes is over the channel's read-ahead window of {stream.window}"
             return Reply(ErrorDetail(code=ErrorCode.PAYLOAD_TOO_LARGE, message=message, method=method), self.boot)
-        if stream.granted < stream.consumed + (nbytes or stream.window):  # room for the whole frame to come
+        if stream.granted < stream.consumed + nbytes:  # room for the whole frame to come
             yield stream.grant()
         if isinstance(request, m.QueryRequest):
             question = m.SendRequest(descriptor=request.descriptor, data=request.data)
@@ -335,6 +335,8 @@ class ChannelState:
         while (outcome := self.failure(stream.descriptor) or take()) is None:  # a send that failed meanwhile first
             if left <= 0:
                 return Reply(m.ReceiveResponse(pending=True, buffered=stream.buffered()), self.boot)
+            if stream.received >= stream.granted and stream.granted < stream.consumed + stream.window:
+                yield stream.grant()  # the agent may send no more and no whole frame is here: the window again
             touch = min(left, self.touch_every())
             if not (yield Wait(lambda: self._readable(stream), touch)):
                 left -= touch

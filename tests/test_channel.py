@@ -309,3 +309,21 @@ def test_what_a_stream_read_goes_back_to_its_socket_when_the_session_ends(tmp_pa
                 rest += bytes(chunk)
             assert rest == (b"0123456789" * 1000)[5:]  # nothing lost, nothing twice
             sock.close()
+
+
+def test_a_long_line_after_short_ones_arrives_within_a_small_window(tmp_path: Path) -> None:
+    """Short lines leave the window not granted again yet; a line almost as long as the window then needs more
+    room than is left: the stream, stalled at its limit with no whole line, opens the window again."""
+    lines = [b"a" * 2000, b"b" * 2000, b"c" * 2000, b"d" * 60000]
+    with (
+        small_window(tmp_path) as process,
+        Agent(process.url, token=process.token, transport="channel") as agent,
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        agent.Socket() as sock,
+    ):
+        sock.connect(*listener.getsockname())
+        peer, _ = listener.accept()
+        with peer:
+            peer.sendall(b"".join(line + b"\n" for line in lines))
+            got = [sock.read_line(timeout=10, max_length=65536).encode() for _ in lines]
+    assert got == lines
