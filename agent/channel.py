@@ -38,7 +38,7 @@ from protocol.channel import (
     HelloFrame,
     ResultFrame,
     decode,
-    encode,
+    encode_parts,
 )
 from tap import TAP, Tap
 
@@ -190,7 +190,7 @@ class Channel:
         """The descriptors this channel has granted a stream on."""
         self._waiting: deque[bytes] = deque()
         """Frames that came while the channel had its most calls under way: taken as calls finish."""
-        self._outbox: list[bytes] = []
+        self._outbox: list[list[bytes]] = []
         self._writing_due = False
         self._congested = False
         self._paused = False
@@ -373,7 +373,7 @@ class Channel:
         I/O brings (the datagram a send just looped back, its stream's data) goes along in one write."""
         if self._gone:
             return
-        self._outbox.append(encode(frame))
+        self._outbox.append(encode_parts(frame))
         if not self._writing_due:
             self._writing_due = True
             self._loop.call_soon(self._loop.call_soon, self._write)
@@ -381,14 +381,17 @@ class Channel:
     def _write(self) -> None:
         self._writing_due = False
         outbox, self._outbox = self._outbox, []
-        start = 0
-        while start < len(outbox) and not self._gone:
-            end, size = start + 1, len(outbox[start])
-            while end < len(outbox) and size + len(outbox[end]) <= MAX_FRAME:
-                size += len(outbox[end])
-                end += 1
-            self.tap.write(outbox[start] if end == start + 1 else b"".join(outbox[start:end]))
-            start = end
+        message: list[bytes] = []
+        size = 0
+        for parts in outbox:
+            length = sum(map(len, parts))
+            if message and size + length > MAX_FRAME:
+                self.tap.write(*message)
+                message, size = [], 0
+            message += parts
+            size += length
+        if message and not self._gone:
+            self.tap.write(*message)
 
 
 def _bad(message: str, method: str | None = None) -> ErrorDetail:

@@ -195,11 +195,12 @@ class _Stream:
         hand_over(self._incoming, listener)
         self._listener = listener
 
-    def write(self, data: bytes) -> bool:
+    def write(self, *parts: bytes) -> bool:
         """The link is shared by every stream, so this writes whole link frames, as `send` does, without waiting
         for the buffer to drain: what a channel writes is bounded by its calls and its client's grants."""
         if self.link.protocol.state is not State.OPEN or self._answered:
             return False
+        data = parts[0] if len(parts) == 1 else b"".join(parts)  # masked on the way out: a copy either way
         self.link.protocol.send_binary(encode(LinkMessage(self.number, data)))
         self.link.send_data()
         return True

@@ -26,7 +26,7 @@ from engee_client import Agent
 from lab.process import AgentProcess, Relay
 
 from .bare import BareEcho, seed_loop_bare
-from .delay import DelayProxy
+from .delay import DelayLine
 from .peers import HOST, RpycServer
 from .report import MIB, Floor, Workload, render, run_facts
 from .workloads import (
@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         url, token = agent_process.url, agent_process.token
         rpyc_server = stack.enter_context(RpycServer())
         bare = stack.enter_context(BareEcho())
-        far_agent = stack.enter_context(DelayProxy(agent_address(url), DELAY))
-        far_rpyc = stack.enter_context(DelayProxy((HOST, rpyc_server.port), DELAY))
+        far_agent = stack.enter_context(DelayLine(agent_address(url), DELAY))
+        far_rpyc = stack.enter_context(DelayLine((HOST, rpyc_server.port), DELAY))
         agents = {kind: stack.enter_context(Agent(url, token=token, transport=kind)) for kind in ("channel", "http")}
         far = {
             kind: stack.enter_context(Agent(far_agent.url_for("http"), token=token, transport=kind))

@@ -28,9 +28,12 @@ import asyncio
 import ipaddress
 import socket
 import struct
+import sys
 import threading
 from collections import deque
 from typing import Self
+
+from lab.process import ChildProcess
 
 HOST = "127.0.0.1"
 """The address the proxy listens on."""
@@ -287,3 +290,28 @@ class DelayProxy:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class DelayLine(ChildProcess):
+    """A `DelayProxy` in a process of its own: the network between the notebook and the agent must not share
+    the notebook's interpreter lock (in a thread of the bench, a busy client would slow its own link down).
+    Use it as a context manager; `port`, `address` and `url_for` as the proxy's."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+        host, port = _loopback(upstream)
+        super().__init__([sys.executable, "-m", "bench.delay", host, str(port), str(delay)], r"delay proxy on (\d+)")
+        self.port = 0
+        self.address: tuple[str, int] = (HOST, 0)
+
+    def started(self) -> None:
+        self.port = int(self.match.group(1))
+        self.address = (HOST, self.port)
+
+    def url_for(self, scheme: str) -> str:
+        return f"{scheme}://{HOST}:{self.port}"
+
+
+if __name__ == "__main__":
+    proxy = DelayProxy((sys.argv[1], int(sys.argv[2])), float(sys.argv[3]))
+    print(f"delay proxy on {proxy.port}", flush=True)
+    threading.Event().wait()

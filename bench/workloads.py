@@ -16,7 +16,7 @@ from typing import Any
 
 from engee_client import Agent
 
-from .delay import DelayProxy
+from .delay import DelayLine
 from .peers import HOST, Responder, Sink, Source
 
 
@@ -81,7 +81,7 @@ def seed_loop_agent(agent: Agent, iterations: int) -> float:
 def bulk_sockets(sockets: Any, chunk: bytes, count: int, bound: bool = False, delay: float = 0.0) -> float:
     """`count` sendall(chunk) over TCP to a local sink, until the sink has counted every byte; with `delay`,
     through a delay proxy of that many seconds each way."""
-    with Sink() as sink, DelayProxy(sink.address, delay) as proxy:
+    with Sink() as sink, DelayLine(sink.address, delay) as proxy:
         sender = sockets.socket(sockets.AF_INET, sockets.SOCK_STREAM)
         try:
             sender.connect(proxy.address if delay else sink.address)
@@ -119,7 +119,7 @@ def bulk_agent(agent: Agent, chunk: bytes, count: int) -> float:
 def receive_sockets(sockets: Any, chunk: bytes, count: int, delay: float = 0.0) -> float:
     """Receive `count` x len(chunk) bytes over TCP from a local source in recv(len(chunk)) calls; with
     `delay`, through a delay proxy of that many seconds each way."""
-    with Source(chunk, count) as source, DelayProxy(source.address, delay) as proxy:
+    with Source(chunk, count) as source, DelayLine(source.address, delay) as proxy:
         receiver = sockets.socket(sockets.AF_INET, sockets.SOCK_STREAM)
         try:
             receiver.connect(proxy.address if delay else source.address)
@@ -159,7 +159,7 @@ def query_agent(agent: Agent, count: int) -> float:
 
 def query_sockets(count: int, delay: float = 0.0) -> float:
     """The same queries with a local socket and its file's readline; with `delay`, through a delay proxy."""
-    with Responder() as responder, DelayProxy(responder.address, delay) as proxy:
+    with Responder() as responder, DelayLine(responder.address, delay) as proxy:
         device = socket.create_connection(proxy.address if delay else responder.address)
         device.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with device, device.makefile("rb") as lines:

@@ -35,8 +35,9 @@ class Tap(Protocol):
     def attach(self, listener: Listener) -> None:
         """Hand every binary message to `listener` from now on, starting with those that wait already."""
 
-    def write(self, data: bytes) -> bool:
-        """Send one binary message now; False (and nothing sent) when the connection is closing or gone."""
+    def write(self, *parts: bytes) -> bool:
+        """Send one binary message made of `parts`, back to back (a bulk payload among them is not copied);
+        False, and nothing sent, when the connection is closing or gone."""
 
     def pause(self) -> None:
         """Hand over no more messages until `resume`: the listener has no room."""

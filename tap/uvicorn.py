@@ -41,12 +41,12 @@ class TapProtocol(WebSocketsSansIOProtocol):
         self.listener = listener
         self._read_as_wanted()
 
-    def write(self, data: bytes) -> bool:
+    def write(self, *parts: bytes) -> bool:
         """One final binary frame, its header written here (a server's frames are not masked, and a frame without
-        RSV1 is plain whatever extension was negotiated), so a message costs no frame object."""
+        RSV1 is plain whatever extension was negotiated), so a message costs no frame object and no copy."""
         if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
             return False
-        self.transport.write(_binary_header(len(data)) + data)
+        self.transport.writelines([_binary_header(sum(map(len, parts))), *parts])
         return True
 
     def pause(self) -> None:

@@ -4,6 +4,7 @@ import msgpack
 import pytest
 
 from protocol.channel import (
+    BULK,
     MAX_FRAME,
     CallFrame,
     CancelFrame,
@@ -17,6 +18,7 @@ from protocol.channel import (
     decode,
     decode_all,
     encode,
+    encode_parts,
 )
 
 
@@ -86,3 +88,14 @@ def test_the_agent_may_send_several_frames_in_one_message() -> None:
     assert decode_all(b"".join(encode(frame) for frame in frames)) == frames
     with pytest.raises(FrameError, match="ends inside a frame"):
         decode_all(encode(frames[0]) + encode(frames[1])[:-1])
+
+
+@pytest.mark.parametrize("size", [0, 100, BULK, 65535, 65536, 1 << 20])
+@pytest.mark.parametrize("peer", [None, ["127.0.0.1", 5026]])
+def test_a_frame_in_parts_is_the_frame(size: int, peer: list | None) -> None:
+    """What the agent writes without copying a stream's payload is byte for byte what `encode` gives."""
+    frame = DataFrame(7, 123456789, bytes(range(256)) * (size // 256) + b"x" * (size % 256), peer)
+    parts = encode_parts(frame)
+    assert b"".join(parts) == encode(frame)
+    assert decode_all(b"".join(parts)) == [frame]
+    assert (frame.data in parts) == (size >= BULK)  # the payload itself, not a copy of it
