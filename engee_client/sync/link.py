@@ -1,6 +1,8 @@
 """One WebSocket to the agent over a blocking socket, safe to write from many threads while one reads.
 
-websockets' sans-I/O client protocol does the upgrade and the framing; this file moves its bytes.
+websockets' sans-I/O client protocol does the upgrade and frames what the client sends with TLS;
+the frames the agent sends are parsed here (`_messages`), straight from one buffer: a bulk message
+is copied once on its way to the caller, not three times.
 TLS runs in memory (`ssl.MemoryBIO`), so reading and writing never share an OpenSSL object at the
 same time. Writers take `_writing` for the whole of one frame, so frames and TLS records leave in
 order; the reader never writes: pongs and TLS records it causes are sent by the next writer or by
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.frames import Frame, Opcode
+from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.speedups import apply_mask
@@ -49,7 +51,11 @@ class Link:
         self._state = threading.Lock()
         """Guards the protocol and TLS objects; never held during I/O."""
         self._writing = threading.Lock()
-        self._early: list[Frame] = []
+        self._buffer = bytearray()
+        """What came from the agent and is no whole frame yet (or not parsed yet)."""
+        self._start = 0
+        """Where in `_buffer` the next frame starts (parsed frames are dropped from it now and then, not each)."""
+        self._fragments: list[bytes] | None = None
         self._readable = select.poll()  # not select(): it fails past file descriptor 1023
         self._readable.register(sock, select.POLLIN)
         self._masks, self._masks_at = b"", 0
@@ -145,11 +151,10 @@ class Link:
 
     def read(self, timeout: float | None) -> list[bytes] | None:
         """The binary messages that arrive within `timeout` seconds (None: nothing came); LinkClosed at the end."""
-        if self._early:
-            frames, self._early = self._early, []
-            return self._binaries(frames)
         if self._ended:
             raise LinkClosed(self._ended)
+        if messages := self._messages():  # whole frames that came with the upgrade
+            return messages
         try:
             wait = -1 if timeout is None else max(0, math.ceil(timeout * 1000))  # ms, rounded up: never a busy loop
             if not self._readable.poll(wait):  # TLS leaves nothing pending: _decrypt takes all
@@ -158,15 +163,80 @@ class Link:
         except (OSError, ValueError) as exc:  # ValueError: closed here already
             raise LinkClosed(str(exc)) from exc
         try:
-            frames = [event for event in self._take_in(data) if isinstance(event, Frame)]
+            with self._state:
+                self._buffer += self._decrypt(data) if self._tls is not None else data
+            messages = self._messages()
         except ssl.SSLError as exc:  # a TLS record broken on the way: the link is gone
             raise LinkClosed(str(exc)) from exc
-        messages = self._binaries(frames)
-        if not data or self._protocol.state is State.CLOSED or self._protocol.close_expected():
-            self._ended = "the agent closed the channel" if data else "the connection was closed"
-            if not messages:
-                raise LinkClosed(self._ended)
+        if not data and not self._ended:
+            self._ended = "the connection was closed"
+        if self._ended and not messages:
+            raise LinkClosed(self._ended)
         return messages  # what came before the end first: the next read says it ended
+
+    def _messages(self) -> list[bytes]:
+        """The binary messages the buffer holds whole, parsed (RFC 6455 section 5), and what control frames
+        ask: a pong for a ping (sent by the next writer or `flush`), the end for a close."""
+        messages: list[bytes] = []
+        buffer, start = self._buffer, self._start
+        while not self._ended and len(buffer) - start >= 2:
+            first, second = buffer[start], buffer[start + 1]
+            opcode, length, at = first & 0x0F, second & 0x7F, start + 2
+            if length == 126:
+                if len(buffer) - start < 4:
+                    break
+                length, at = int.from_bytes(buffer[at : at + 2]), at + 2
+            elif length == 127:
+                if len(buffer) - start < 10:
+                    break
+                length, at = int.from_bytes(buffer[at : at + 8]), at + 8
+            if first & 0x70 or second & 0x80:
+                raise LinkClosed("the agent sent a frame with reserved bits or a mask: no WebSocket of ours")
+            if length > MAX_FRAME:
+                raise LinkClosed(f"the agent sent a frame of {length} bytes, over the limit of {MAX_FRAME}")
+            if len(buffer) - at < length:
+                break
+            payload = bytes(buffer[at : at + length])
+            start = at + length
+            self._frame(first & 0x80 != 0, opcode, payload, messages)
+        if start >= len(buffer):
+            del buffer[:]
+            start = 0
+        elif start > RECEIVE:  # now and then, not after every frame: a bulk buffer is not moved for each
+            del buffer[:start]
+            start = 0
+        self._start = start
+        return messages
+
+    def _frame(self, fin: bool, opcode: int, payload: bytes, messages: list[bytes]) -> None:
+        if opcode == Opcode.BINARY.value or (opcode == Opcode.CONT.value and self._fragments is not None):
+            if opcode == Opcode.BINARY.value and self._fragments is not None:
+                raise LinkClosed("the agent began a message inside another")
+            if fin and self._fragments is None:
+                messages.append(payload)
+                return
+            parts = (self._fragments or []) + [payload]
+            if sum(map(len, parts)) > MAX_FRAME:
+                raise LinkClosed(f"the agent sent a message over the limit of {MAX_FRAME} bytes")
+            self._fragments = None if fin else parts
+            if fin:
+                messages.append(b"".join(parts))
+        elif opcode == Opcode.PING.value:
+            with self._state:
+                if self._protocol.state is State.OPEN:
+                    self._protocol.send_pong(payload)
+        elif opcode == Opcode.PONG.value:
+            pass  # any frame that arrives tells the keeper the link lives
+        elif opcode == Opcode.CLOSE.value:
+            with self._state:
+                if self._protocol.state is State.OPEN:
+                    code = int.from_bytes(payload[:2]) if len(payload) >= 2 else 1005
+                    self._protocol.send_close(code if code != 1005 else None)
+            self._ended = "the agent closed the channel"
+        elif opcode == Opcode.TEXT.value:
+            raise LinkClosed("the agent sent a text frame; the channel speaks binary frames only")
+        else:
+            raise LinkClosed(f"the agent sent a frame of opcode {opcode}, which no WebSocket has")
 
     def close(self, code: int | None = None) -> None:
         """Shut the link; with `code`, say so first with a close frame (a client that closes says 1000)."""
@@ -186,25 +256,6 @@ class Link:
         except OSError:
             pass
         self.sock.close()
-
-    def _take_in(self, data: bytes) -> list[Any]:
-        """Feed what the socket gave (b"": its end) to TLS and the protocol; the events it completes."""
-        with self._state:
-            plain = self._decrypt(data) if self._tls is not None else data
-            if data:
-                self._protocol.receive_data(plain)
-            else:
-                self._protocol.receive_eof()
-            return self._protocol.events_received()
-
-    def _binaries(self, frames: list[Frame]) -> list[bytes]:
-        messages = []
-        for frame in frames:
-            if frame.opcode is Opcode.BINARY:
-                messages.append(bytes(frame.data))
-            elif frame.opcode is Opcode.TEXT:
-                raise LinkClosed("the agent sent a text frame; the channel speaks binary frames only")
-        return messages
 
     def _pending(self) -> bytes:
         """Called with `_state` held: the bytes to put on the socket now, encrypted when TLS."""
@@ -247,22 +298,45 @@ class Link:
         self.sock.sendall(self._outgoing.read())
 
     def _upgrade(self) -> Response:
+        """Send the upgrade request and read the agent's answer: a 101's head goes to websockets, and the frames
+        after it are parsed here; a refusal goes to websockets whole, its body too (InvalidStatus names it)."""
         with self._state:
             out = self._pending()
         self.sock.sendall(out)
-        while True:
-            data = self.sock.recv(RECEIVE)
-            events = self._take_in(data)
-            if events:
-                response = events[0]
-                assert isinstance(response, Response)
-                self._early = [event for event in events[1:] if isinstance(event, Frame)]
-                if self._protocol.handshake_exc is not None:
-                    exc = self._protocol.handshake_exc
-                    raise exc if isinstance(exc, InvalidHandshake) else InvalidStatus(response)
-                return response
-            if not data:
-                raise ConnectionResetError("the agent closed the connection during the upgrade")
+        received = bytearray()
+        while (end := received.find(b"\r\n\r\n")) < 0:
+            received += self._receive_plain()
+        switching = bytes(received[9:12]) == b"101"
+        events = self._feed(bytes(received[: end + 4] if switching else received))
+        while not events:  # a refusal's body, read to its end
+            data = self._receive_plain(eof_ends=True)
+            events = self._feed(data)
+            if not data and not events:
+                raise ConnectionResetError("the agent closed the connection inside its answer to the upgrade")
+        if switching:
+            self._buffer += received[end + 4 :]
+        response = events[0]
+        assert isinstance(response, Response)
+        if self._protocol.handshake_exc is not None:
+            exc = self._protocol.handshake_exc
+            raise exc if isinstance(exc, InvalidHandshake) else InvalidStatus(response)
+        return response
+
+    def _receive_plain(self, eof_ends: bool = False) -> bytes:
+        data = self.sock.recv(RECEIVE)
+        if not data and not eof_ends:
+            raise ConnectionResetError("the agent closed the connection during the upgrade")
+        with self._state:
+            return self._decrypt(data) if self._tls is not None else data
+
+    def _feed(self, data: bytes) -> list[Any]:
+        """Give websockets what the upgrade's answer brought (b"": its end); the events it completes."""
+        with self._state:
+            if data:
+                self._protocol.receive_data(data)
+            else:
+                self._protocol.receive_eof()
+            return self._protocol.events_received()
 
 
 def _binary_header(length: int, mask: bytes) -> bytes:
