@@ -235,6 +235,8 @@ class Link:
             self._ended = "the agent closed the channel"
         elif opcode == Opcode.TEXT.value:
             raise LinkClosed("the agent sent a text frame; the channel speaks binary frames only")
+        elif opcode == Opcode.CONT.value:
+            raise LinkClosed("the agent sent a continuation frame with no message begun")
         else:
             raise LinkClosed(f"the agent sent a frame of opcode {opcode}, which no WebSocket has")
 
