@@ -13,7 +13,9 @@ import struct
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
+from websockets.speedups import apply_mask
 
 from . import TAP, Listener, hand_over
 
@@ -30,6 +32,13 @@ class TapProtocol(WebSocketsSansIOProtocol):
         self.listener: Listener | None = None
         self._held = False
         """Paused by the listener."""
+        self._upgraded = False
+        self._fed = False
+        """Whether websockets was given bytes after the upgrade request: then it parses this connection to the end."""
+        self._own: bytearray | None = None
+        """Once the listener is attached (and websockets holds no frame bytes), the frames not parsed yet: from then
+        on binary messages, pings and pongs are parsed here, each message handed over as it completes."""
+        self._fragments: list[bytes] | None = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -39,7 +48,72 @@ class TapProtocol(WebSocketsSansIOProtocol):
     def attach(self, listener: Listener) -> None:
         self.queued_bytes -= hand_over(self.queue, listener)
         self.listener = listener
+        if not self._fed and not self.close_sent:
+            self._own = bytearray()
         self._read_as_wanted()
+
+    def data_received(self, data: bytes) -> None:
+        if self._own is not None:
+            self._own += data
+            self._parse()
+            return
+        self._fed = self._upgraded
+        super().data_received(data)
+        self._upgraded = self._upgraded or getattr(self, "scope", None) is not None
+        self._fed = self._fed or bool(self.conn.reader.buffer)
+
+    def _parse(self) -> None:
+        """Take the whole frames `_own` holds (RFC 6455 section 5): a binary message goes to the listener, a ping
+        is answered, a pong goes to uvicorn's keepalive. Anything else (a close, a text or fragmented text frame,
+        a frame over the size limit, one with extension bits) is handed to websockets from that frame on, for
+        uvicorn to answer as it does, and this connection is parsed there to the end."""
+        assert self._own is not None
+        buffer, start, limit = self._own, 0, self.config.ws_max_size
+        while len(buffer) - start >= 6 and self._own is not None:
+            first, second = buffer[start], buffer[start + 1]
+            opcode, length, at = first & 0x0F, second & 0x7F, start + 2
+            if length == 126:
+                length, at = int.from_bytes(buffer[at : at + 2]), at + 2
+            elif length == 127:
+                if len(buffer) - start < 14:
+                    break
+                length, at = int.from_bytes(buffer[at : at + 8]), at + 8
+            control = opcode >= 8
+            usual = opcode in _OURS and not first & 0x70 and second & 0x80 and length <= limit
+            if not usual or (control and (not first & 0x80 or length > 125)):
+                self._give_to_websockets(bytes(buffer[start:]))  # which refuses or answers it as uvicorn does
+                return
+            if (opcode == 0) == (self._fragments is None) and not control:
+                self._own = None  # a continuation of nothing, or a message begun inside another
+                self.conn.fail(1002, "a fragmented message out of order")
+                self.handle_parser_exception()
+                return
+            if len(buffer) - at < 4 + length:
+                break
+            payload = apply_mask(bytes(buffer[at + 4 : at + 4 + length]), bytes(buffer[at : at + 4]))
+            start = at + 4 + length
+            self._frame(first & 0x80 != 0, opcode, payload)
+        if self._own is not None:
+            del buffer[:start]
+
+    def _frame(self, fin: bool, opcode: int, payload: bytes) -> None:
+        if opcode == Opcode.PING.value:
+            if not self.close_sent:
+                self.transport.write(bytes((0x8A, len(payload))) + payload)
+        elif opcode == Opcode.PONG.value:
+            self.handle_pong(Frame(Opcode.PONG, payload))
+        elif fin and self._fragments is None:
+            self.frames, self.curr_msg_data_type = [payload], "bytes"
+            self.send_receive_event_to_app()
+        else:
+            self._fragments = (self._fragments or []) + [payload]
+            if fin:
+                self.frames, self.curr_msg_data_type, self._fragments = self._fragments, "bytes", None
+                self.send_receive_event_to_app()
+
+    def _give_to_websockets(self, rest: bytes) -> None:
+        self._own = self._fragments = None  # a message begun here and not ended goes with the connection's end
+        super().data_received(rest)
 
     def write(self, *parts: bytes) -> bool:
         """One final binary frame, its header written here (a server's frames are not masked, and a frame without
@@ -96,6 +170,10 @@ class TapProtocol(WebSocketsSansIOProtocol):
                 self.transport.pause_reading()
             else:
                 self.transport.resume_reading()
+
+
+_OURS = frozenset({Opcode.CONT.value, Opcode.BINARY.value, Opcode.PING.value, Opcode.PONG.value})
+"""What a channel's client sends in the course of things: binary messages (in fragments or not) and pings."""
 
 
 def _binary_header(length: int) -> bytes:

@@ -327,3 +327,27 @@ def test_a_long_line_after_short_ones_arrives_within_a_small_window(tmp_path: Pa
             peer.sendall(b"".join(line + b"\n" for line in lines))
             got = [sock.read_line(timeout=10, max_length=65536).encode() for _ in lines]
     assert got == lines
+
+
+def test_fragments_pings_and_long_frames_reach_the_channel(agent_process: AgentProcess) -> None:
+    """What a WebSocket client may send besides one small frame per message: a message in fragments, a ping in
+    between (answered), frames with 16- and 64-bit lengths; every one is taken as the channel's frame."""
+
+    async def talk() -> list[object]:
+        headers = {"Authorization": f"Bearer {agent_process.token}"}
+        async with websockets.connect(channel_url(agent_process, "fragments"), additional_headers=headers) as link:
+            assert isinstance(decode_all(await link.recv())[0], HelloFrame)
+            call = encode(CallFrame(1, "socket", {"family": "AF_INET", "socket_type": "SOCK_DGRAM"}))
+            await link.send([call[:3], call[3:10], call[10:]])  # one message, three frames
+            await asyncio.wait_for(await link.ping(b"still there?"), 10)
+            await link.send(encode(CallFrame(2, "no_such_method", {"pad": b"x" * 300})))
+            await link.send(encode(CallFrame(3, "no_such_method", {"pad": b"x" * 70000})))
+            got: list[object] = []
+            while len(got) < 3:
+                got.extend(decode_all(await asyncio.wait_for(link.recv(), 10)))
+            return got
+
+    answers = {frame.seq: frame for frame in asyncio.run(talk())}  # type: ignore[attr-defined]
+    assert isinstance(answers[1], ResultFrame) and answers[1].fields["descriptor"] > 0
+    assert all(isinstance(answers[seq], ErrorFrame) for seq in (2, 3))
+    assert "not a method" in answers[3].error["message"]
