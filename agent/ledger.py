@@ -84,12 +84,15 @@ class Ledger:
 
         CallIdReused when `key` already names a call with another method or request.
         """
-        book = self._books.setdefault(principal, _Book())
+        book = self._books.get(principal) or self._books.setdefault(principal, _Book())  # no new book per call
         call = book.calls.get(key)
         if call is None:
             call = _Call(name, request, eager(compute()))
             book.calls[key] = call
-            book.seqs.setdefault(key[0], deque()).append(key[1])
+            seqs = book.seqs.get(key[0])
+            if seqs is None:
+                seqs = book.seqs[key[0]] = deque()
+            seqs.append(key[1])
             self._answers += 1
             if call.task.done():  # ran at once: counted now, not in a later turn of the loop
                 self._finished(principal, key, call)
