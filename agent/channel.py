@@ -223,7 +223,7 @@ class Channel:
         log.info("closing the channel of %s session %s: %s", self.principal.name, self.session, reason)
         try:
             await self.websocket.close(code, reason[:120])
-        except RuntimeError:  # closed already
+        except (RuntimeError, OSError, WebSocketDisconnect):  # closed already, or the client is gone
             pass
 
     def received(self, data: bytes) -> None:

@@ -416,6 +416,10 @@ async def _acquire(lock: asyncio.Lock, wait: float | None) -> bool:
     if not lock.locked():
         await lock.acquire()
         return True
+    await asyncio.sleep(0)  # a call run eagerly (agent/eager.py) goes on in a task from here: wait_for needs one
+    if not lock.locked():
+        await lock.acquire()
+        return True
     try:
         await asyncio.wait_for(lock.acquire(), wait)
     except TimeoutError:

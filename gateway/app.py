@@ -21,12 +21,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect
 
-from protocol import HEALTH_PATH, PREFIX, RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail
+from protocol import HEALTH_PATH, PREFIX, RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail, bracketed
 from protocol.channel import CHANNEL_PATH, CLOSE_TOO_BIG, MAX_FRAME
 from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME
 from tap import TAP, Tap
 
-from .links import CLOSE_OFFLINE, LinkedAgent, Links, Offline
+from .links import CLOSE_OFFLINE, LinkedAgent, Links, Offline, quietly
 from .replicas import REPLICA_PATH, RemoteAgent, Replicas
 from .settings import Settings, User
 
@@ -84,7 +84,12 @@ def create_app(settings: Settings) -> FastAPI:
     links = Links()
     replicas = (
         Replicas(
-            settings.nats, settings.advertise or "", RELAY_TIMEOUT, OPEN_TIMEOUT, settings.grants, settings.link_ping
+            settings.nats,
+            settings.advertise or f"{settings.scheme}://{bracketed(settings.host)}:{settings.port}",
+            RELAY_TIMEOUT,
+            OPEN_TIMEOUT,
+            settings.grants,
+            settings.link_ping,
         )
         if settings.nats
         else None
@@ -196,7 +201,6 @@ def create_app(settings: Settings) -> FastAPI:
         if answer.status != 101:
             await websocket.send_denial_response(_response(answer.status, answer.headers, answer.body))
             return
-        await websocket.accept()
         await _Relay(websocket, linked, stream).run()
 
     @app.websocket(REPLICA_PATH + "/{ticket}")
@@ -206,7 +210,6 @@ def create_app(settings: Settings) -> FastAPI:
         if claimed is None:
             await websocket.send_denial_response(Refusal(ErrorCode.NOT_FOUND, "no such relayed channel").response())
             return
-        await websocket.accept()
         await _Relay(websocket, *claimed).run()
 
     @app.api_route("/agents/{agent_id}/{path:path}", methods=["GET", "POST"])
@@ -298,13 +301,17 @@ class _Relay:
         self.websocket, self.linked, self.stream = websocket, linked, stream
         self.tap: Tap = websocket.scope[TAP]
         self._closing: asyncio.Future[None] | None = None
+        self._ended = False
 
     async def run(self) -> None:
-        """Until either side closes the channel, or the link drops."""
-        self.linked.attach(self.stream, self)
-        self.tap.attach(self)
+        """Accept the notebook's WebSocket, then carry the channel until either side closes it, or the link drops.
+        However it ends (the notebook gone even before the accept), the channel on the agent is closed too, so
+        its session's grace time starts."""
         code = 1001
         try:
+            await self.websocket.accept()
+            self.linked.attach(self.stream, self)
+            self.tap.attach(self)
             while True:  # the frames go to `received`; here only the end, or a text frame, comes
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
@@ -314,7 +321,10 @@ class _Relay:
         except WebSocketDisconnect:
             pass
         finally:
-            with contextlib.suppress(Offline):
+            self._ended = True
+            if not 1000 <= code <= 1003 and not 3000 <= code <= 4999:  # 1005, 1006: heard, never sent on
+                code = 1001
+            with contextlib.suppress(Exception):  # the link or the other replica may be gone as well
                 await self.linked.close_channel(self.stream, code)
 
     def received(self, data: bytes) -> None:
@@ -335,7 +345,7 @@ class _Relay:
         self.tap.write(data)
 
     def closed(self, code: int, reason: str) -> None:
-        if self._closing is None:
+        if self._closing is None and not self._ended:
             self._close(code, reason)
 
     def hold(self, held: bool) -> None:
@@ -345,4 +355,4 @@ class _Relay:
             self.tap.resume()
 
     def _close(self, code: int, reason: str) -> None:
-        self._closing = asyncio.ensure_future(self.websocket.close(code, reason[:120]))
+        self._closing = quietly(self.websocket.close(code, reason[:120]))

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocket
@@ -35,6 +36,13 @@ class Offline(Exception):
     def __init__(self, in_flight: bool = False) -> None:
         super().__init__("in flight" if in_flight else "not linked")
         self.in_flight = in_flight
+
+
+def quietly(work: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+    """`work` as a task nobody waits for: a close of something that is gone already fails, and that is no news."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
 
 
 class Sink(Protocol):
@@ -124,7 +132,7 @@ class LinkedAgent:
             self.take(decode(data))
         except LinkError as exc:
             log.warning("a bad frame on the link of %s: %s", self.agent_id, exc)
-            self._closing = asyncio.ensure_future(self.websocket.close(CLOSE_PROTOCOL, str(exc)[:120]))
+            self._closing = quietly(self.websocket.close(CLOSE_PROTOCOL, str(exc)[:120]))
 
     def writable(self, ready: bool) -> None:
         """The link's buffer is over its mark (or below it again): its channels' notebooks wait (or go on)."""
@@ -139,10 +147,8 @@ class LinkedAgent:
             if (answer := self._answers.get(frame.stream)) is not None and not answer.done():
                 answer.set_result(frame)
         elif isinstance(frame, Message | Close) and (sink := self._sinks.get(frame.stream)) is not None:
-            if isinstance(frame, Close):
-                del self._sinks[frame.stream]
             if isinstance(sink, list):
-                sink.append(frame)
+                sink.append(frame)  # a close among them too: the sink attached gets it, after what came before
             else:
                 self._deliver(frame.stream, sink, frame)
 

@@ -34,7 +34,7 @@ from websockets.protocol import State
 from protocol import PREFIX, RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail
 from protocol.link import MAX_LINK_FRAME, LinkError, Open, Response, decode, encode
 
-from .links import CLOSE_OFFLINE, LinkedAgent, Offline, Sink
+from .links import CLOSE_OFFLINE, LinkedAgent, Offline, Sink, quietly
 
 log = logging.getLogger("engee.gateway")
 
@@ -163,7 +163,7 @@ class Replicas:
 
     def _expire(self, ticket: str) -> None:
         if (claimed := self._tickets.pop(ticket, None)) is not None:
-            asyncio.ensure_future(claimed[0].close_channel(claimed[1], 1001))
+            quietly(claimed[0].close_channel(claimed[1], 1001))
 
 
 class RemoteAgent:
@@ -189,7 +189,7 @@ class RemoteAgent:
             answer = await self._ask(Open(0, user, {"kind": LINK_STATUS}), timeout)
             held = json.loads(answer.body)
             return float(held["since"]), int(held["calls"])
-        except (Offline, ValueError, KeyError, TypeError):
+        except Exception:  # noqa: BLE001 - offline, an answer no replica gives, NATS gone: not known to be online
             return None
 
     async def open_channel(self, user: str, request: dict[str, Any], timeout: float) -> tuple[int, Response]:
@@ -238,7 +238,7 @@ class RemoteAgent:
     def lost(self) -> None:
         """The agent linked to this replica: the channels relayed to its old link end (their clients relink)."""
         for stream in list(self._channels):
-            asyncio.ensure_future(self.close_channel(stream, CLOSE_OFFLINE))
+            quietly(self.close_channel(stream, CLOSE_OFFLINE))
 
     def _forget(self, stream: int) -> None:
         self._channels.pop(stream, None)
@@ -276,7 +276,12 @@ class _Spliced:
         return True
 
     async def close(self, code: int) -> None:
-        await self.connection.close(code)
+        try:
+            await self.connection.close(code)
+        except Exception:  # noqa: BLE001 - a code it may not send, a connection already gone: it ends all the same
+            self.connection.transport.abort()
+        if self._reading is not None:
+            self._reading.cancel()
 
     async def _read(self, sink: Sink) -> None:
         try:

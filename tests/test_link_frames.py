@@ -1,8 +1,11 @@
 """The gateway link's frames as pure data and rules: encode, decode, and what is refused, with no network."""
 
+import asyncio
+
 import msgpack
 import pytest
 
+from gateway.links import LinkedAgent
 from protocol.link import Close, LinkError, Message, Open, Response, decode, encode
 
 
@@ -34,3 +37,37 @@ def test_every_link_frame_survives_the_wire(frame: object) -> None:
 def test_garbage_on_the_link_is_refused_naming_what_is_wrong(data: bytes, problem: str) -> None:
     with pytest.raises(LinkError, match=problem):
         decode(data)
+
+
+def test_what_the_agent_sends_before_the_notebooks_side_attaches_reaches_it_close_included() -> None:
+    """A channel the agent opens and closes before the gateway's relay attaches (a notebook's replica still on its
+    way): its messages and its close, with the agent's code, reach the relay in order, not an 'offline'."""
+
+    class Recorder:  # the link's tap and the relay's sink: the gateway's bookkeeping, no socket involved
+        def __init__(self) -> None:
+            self.got: list[object] = []
+
+        def write(self, *parts: bytes) -> bool:
+            return True
+
+        def message(self, data: bytes) -> None:
+            self.got.append(data)
+
+        def closed(self, code: int, reason: str) -> None:
+            self.got.append((code, reason))
+
+        def hold(self, held: bool) -> None: ...
+
+    async def run() -> list[object]:
+        recorder = Recorder()
+        linked = LinkedAgent("lab", None, recorder)  # type: ignore[arg-type]
+        opening = asyncio.ensure_future(linked.open_channel("ann", {"kind": "channel"}, 5))
+        await asyncio.sleep(0)
+        linked.received(encode(Response(1, 101, [], b"")))
+        stream, _ = await opening
+        linked.received(encode(Message(stream, b"hello")))
+        linked.received(encode(Close(stream, 4001, "the same session opened another channel")))
+        linked.attach(stream, recorder)
+        return recorder.got
+
+    assert asyncio.run(run()) == [b"hello", (4001, "the same session opened another channel")]

@@ -5,6 +5,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ CONFIG = f'[agents.lab]\nkey = "{KEY}"\n[agents.idle]\nkey = "{KEY}"\n[users.ann
 
 @contextmanager
 def two_replicas(
-    folder: Path, ping: str, agent_knows_both: bool = True
+    folder: Path, ping: str, agent_knows_both: bool = True, *agent_args: str
 ) -> Iterator[tuple[GatewayProcess, GatewayProcess, AgentProcess]]:
     """A nats-server, replicas A and B on it, and an agent linked to A (knowing B too, or not)."""
     if shutil.which("nats-server") is None:
@@ -38,7 +40,9 @@ def two_replicas(
         a = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", ping, log_dir=str(folder)).start()
         b = GatewayProcess(str(config), "--nats", bus.url, "--link-ping", ping, log_dir=str(folder)).start()
         gateways = ("--gateway", a.url, "--gateway", b.url) if agent_knows_both else ("--gateway", a.url)
-        agent = AgentProcess(*gateways, "--agent-id", "lab", "--agent-key", KEY, log_dir=str(folder)).start()
+        agent = AgentProcess(
+            *gateways, "--agent-id", "lab", "--agent-key", KEY, *agent_args, log_dir=str(folder)
+        ).start()
         try:
             _wait_online(a, "lab")
             yield a, b, agent
@@ -166,3 +170,41 @@ def test_a_channel_through_a_replica_that_dies_ends_instead_of_hanging(tmp_path:
             Background(sock.bind, "127.0.0.1", 0).join_result(60)
         assert time.monotonic() - started < 30
         notebook.disconnect()
+
+
+KILLED = """
+import sys, time
+from engee_client import Agent
+lab = Agent(sys.argv[1], token=sys.argv[2], transport="channel")
+device = lab.Socket("AF_INET", "SOCK_DGRAM")
+device.bind("127.0.0.1", 0)
+print(device.descriptor, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_notebook_killed_mid_channel_on_either_replica_leaves_no_socket_open(tmp_path: Path) -> None:
+    """No close frame from a killed notebook: its channel still ends on the agent, and after the link grace the
+    sockets it opened are closed, whichever replica it went through."""
+    config = tmp_path / "agent.toml"
+    config.write_text("[limits]\nlink_grace = 1\n")
+    with two_replicas(tmp_path, "1", True, "--config", str(config)) as (a, b, _):
+        for replica in (a, b):
+            url = f"{replica.url}/agents/lab"
+            notebook = subprocess.Popen([sys.executable, "-c", KILLED, url, TOKEN], stdout=subprocess.PIPE, text=True)
+            assert notebook.stdout is not None
+            descriptor = int(notebook.stdout.readline())
+            notebook.send_signal(signal.SIGKILL)
+            notebook.wait(10)
+            with Agent(url, token=TOKEN, transport="http") as watcher:
+                deadline = time.monotonic() + 20
+                while _still_open(watcher, descriptor):
+                    assert time.monotonic() < deadline, f"through {replica.url}: socket {descriptor} is still open"
+                    time.sleep(0.2)
+
+
+def _still_open(watcher: Agent, descriptor: int) -> bool:
+    try:
+        return watcher.Socket("AF_INET", "SOCK_DGRAM", descriptor).is_open()
+    except OSError:  # EBADF: not open
+        return False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import select
+import selectors
 import socket
 import ssl
 import struct
@@ -56,8 +57,7 @@ class Link:
         self._start = 0
         """Where in `_buffer` the next frame starts (parsed frames are dropped from it now and then, not each)."""
         self._fragments: list[bytes] | None = None
-        self._readable = select.poll()  # not select(): it fails past file descriptor 1023
-        self._readable.register(sock, select.POLLIN)
+        self._readable = _Readable(sock)
         self._masks, self._masks_at = b"", 0
         self._ended = ""
 
@@ -156,8 +156,7 @@ class Link:
         if messages := self._messages():  # whole frames that came with the upgrade
             return messages
         try:
-            wait = -1 if timeout is None else max(0, math.ceil(timeout * 1000))  # ms, rounded up: never a busy loop
-            if not self._readable.poll(wait):  # TLS leaves nothing pending: _decrypt takes all
+            if not self._readable.wait(timeout):  # TLS leaves nothing pending: _decrypt takes all
                 return None
             data = self.sock.recv(RECEIVE)
         except (OSError, ValueError) as exc:  # ValueError: closed here already
@@ -339,6 +338,26 @@ class Link:
             else:
                 self._protocol.receive_eof()
             return self._protocol.events_received()
+
+
+class _Readable:
+    """Waits for a socket to be readable: with poll() where there is one (not select(): it fails past file
+    descriptor 1023), else with the platform's selector (Windows)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._poll = select.poll() if hasattr(select, "poll") else None
+        self._selector = None if self._poll is not None else selectors.DefaultSelector()
+        if self._poll is not None:
+            self._poll.register(sock, select.POLLIN)
+        else:
+            assert self._selector is not None
+            self._selector.register(sock, selectors.EVENT_READ)
+
+    def wait(self, timeout: float | None) -> bool:
+        if self._poll is None:
+            assert self._selector is not None
+            return bool(self._selector.select(timeout))
+        return bool(self._poll.poll(-1 if timeout is None else max(0, math.ceil(timeout * 1000))))  # ms, rounded up
 
 
 def _binary_header(length: int, mask: bytes) -> bytes:
