@@ -181,6 +181,13 @@ def refused_upgrade(status: int, body: bytes, where: str, due: float | None = No
     raise exception_for(detail, where)
 
 
+def upgrade_refusal(exc: BaseException) -> tuple[int, bytes] | None:
+    """The status and body the agent answered an upgrade with, when it was not a 101 (websockets' InvalidStatus)."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return None if not isinstance(status, int) else (status, bytes(getattr(response, "body", None) or b""))
+
+
 def relink_pause(backoff: Backoff, exc: BaseException, where: str, refusal: tuple[int, bytes] | None) -> float:
     """Seconds to wait before linking again after `exc`. Once the backoff's time is up, an upgrade the agent
     refused (`refusal`: its status and body) raises what it meant, an offline agent as AgentOfflineError."""

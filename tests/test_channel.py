@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engee_client import Agent, AgentError, AgentUnreachableError
+from engee_client.sync.socket import Socket
 from lab.process import AgentProcess
 from protocol.channel import (
     CHANNEL_PATH,
@@ -254,8 +256,9 @@ def small_window(tmp_path: Path, grace: float = 180.0) -> AgentProcess:
     return AgentProcess("--config", str(config), log_dir=str(tmp_path))
 
 
-def test_a_stream_reads_no_further_than_its_window_so_tcp_slows_the_peer(tmp_path: Path) -> None:
-    payload = os.urandom(48 << 20)
+@contextmanager
+def windowed_peer(tmp_path: Path) -> Iterator[tuple[Socket, socket.socket]]:
+    """A TCP socket on an agent with a 64 KiB read-ahead window, over the channel, and its peer here."""
     with (
         small_window(tmp_path) as process,
         Agent(process.url, token=process.token, transport="channel") as agent,
@@ -265,24 +268,30 @@ def test_a_stream_reads_no_further_than_its_window_so_tcp_slows_the_peer(tmp_pat
         sock.connect(*listener.getsockname())
         peer, _ = listener.accept()
         with peer:
-            assert sock.receive(1, timeout=0.2) is None  # the stream starts; nothing has come yet
-            peer.setblocking(False)
-            pushed, deadline = 0, time.monotonic() + 3
-            while pushed < len(payload) and time.monotonic() < deadline:
-                try:
-                    pushed += peer.send(payload[pushed : pushed + (1 << 20)])
-                except BlockingIOError:
-                    time.sleep(0.01)
-            # The agent read at most its 64 KiB window: the rest fills the kernel's buffers, then the peer waits.
-            assert pushed < len(payload) // 2, f"the peer pushed {pushed} bytes into a socket nobody read"
-            peer.setblocking(True)
-            writer = Background(peer.sendall, payload[pushed:])
-            received = bytearray()
-            while len(received) < len(payload):
-                chunk = sock.receive(1 << 20, timeout=30)
-                assert chunk is not None, f"the stream ended after {len(received)} bytes"
-                received += bytes(chunk)
-            writer.join_result()
+            yield sock, peer
+
+
+def test_a_stream_reads_no_further_than_its_window_so_tcp_slows_the_peer(tmp_path: Path) -> None:
+    payload = os.urandom(48 << 20)
+    with windowed_peer(tmp_path) as (sock, peer):
+        assert sock.receive(1, timeout=0.2) is None  # the stream starts; nothing has come yet
+        peer.setblocking(False)
+        pushed, deadline = 0, time.monotonic() + 3
+        while pushed < len(payload) and time.monotonic() < deadline:
+            try:
+                pushed += peer.send(payload[pushed : pushed + (1 << 20)])
+            except BlockingIOError:
+                time.sleep(0.01)
+        # The agent read at most its 64 KiB window: the rest fills the kernel's buffers, then the peer waits.
+        assert pushed < len(payload) // 2, f"the peer pushed {pushed} bytes into a socket nobody read"
+        peer.setblocking(True)
+        writer = Background(peer.sendall, payload[pushed:])
+        received = bytearray()
+        while len(received) < len(payload):
+            chunk = sock.receive(1 << 20, timeout=30)
+            assert chunk is not None, f"the stream ended after {len(received)} bytes"
+            received += bytes(chunk)
+        writer.join_result()
     assert received == payload  # every byte once, in order
 
 
@@ -315,17 +324,9 @@ def test_a_long_line_after_short_ones_arrives_within_a_small_window(tmp_path: Pa
     """Short lines leave the window not granted again yet; a line almost as long as the window then needs more
     room than is left: the stream, stalled at its limit with no whole line, opens the window again."""
     lines = [b"a" * 2000, b"b" * 2000, b"c" * 2000, b"d" * 60000]
-    with (
-        small_window(tmp_path) as process,
-        Agent(process.url, token=process.token, transport="channel") as agent,
-        socket.create_server(("127.0.0.1", 0)) as listener,
-        agent.Socket() as sock,
-    ):
-        sock.connect(*listener.getsockname())
-        peer, _ = listener.accept()
-        with peer:
-            peer.sendall(b"".join(line + b"\n" for line in lines))
-            got = [sock.read_line(timeout=10, max_length=65536).encode() for _ in lines]
+    with windowed_peer(tmp_path) as (sock, peer):
+        peer.sendall(b"".join(line + b"\n" for line in lines))
+        got = [sock.read_line(timeout=10, max_length=65536).encode() for _ in lines]
     assert got == lines
 
 

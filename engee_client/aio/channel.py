@@ -18,13 +18,22 @@ from typing import Any
 import websockets
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from protocol import AgentError, AgentUnreachableError, ErrorDetail, ProtocolError
 from protocol.channel import CHANNEL_PATH, MAX_FRAME, PING_INTERVAL, SESSION_PARAMETER, FrameError
 from protocol.models import AgentInfo
 
-from ..channel import ChannelState, ChannelUnavailable, Flow, Wait, channel_url, refused_upgrade, relink_pause
+from ..channel import (
+    ChannelState,
+    ChannelUnavailable,
+    Flow,
+    Wait,
+    channel_url,
+    refused_upgrade,
+    relink_pause,
+    upgrade_refusal,
+)
 from ..transport import AsyncTransport, Call, Reply
 from ..wire import CONNECT_TIMEOUT, RETRY_FOR, Backoff, ssl_context
 
@@ -189,12 +198,7 @@ class AsyncChannelTransport:
             except (FrameError, ValidationError) as exc:  # a hello that is no frame of ours, or no agent's identity
                 raise ProtocolError(f"{where}: the agent's hello: {exc}") from None
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, EOFError) as exc:
-                refusal = (
-                    (exc.response.status_code, bytes(exc.response.body or b""))
-                    if isinstance(exc, InvalidStatus)
-                    else None
-                )
-                if refusal is not None:
+                if (refusal := upgrade_refusal(exc)) is not None:
                     refused_upgrade(*refusal, where, due)
                 backoff = backoff or Backoff(max(time.monotonic() + self.retry_for, due or 0.0))
                 await asyncio.sleep(relink_pause(backoff, exc, where, refusal))

@@ -24,13 +24,22 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
-from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake
 
 from protocol import METHODS, AgentError, AgentUnreachableError, ErrorDetail, ProtocolError
 from protocol.channel import CHANNEL_PATH, CLOSE_NORMAL, PING_INTERVAL, SESSION_PARAMETER, FrameError
 from protocol.models import AgentInfo
 
-from ..channel import ChannelState, ChannelUnavailable, Flow, Wait, channel_url, refused_upgrade, relink_pause
+from ..channel import (
+    ChannelState,
+    ChannelUnavailable,
+    Flow,
+    Wait,
+    channel_url,
+    refused_upgrade,
+    relink_pause,
+    upgrade_refusal,
+)
 from ..transport import Call, Reply
 from ..wire import CONNECT_TIMEOUT, RETRY_FOR, Backoff
 from .http import HttpTransport
@@ -283,12 +292,7 @@ class ChannelTransport:
             except (FrameError, ValidationError) as exc:  # a hello that is no frame of ours, or no agent's identity
                 raise ProtocolError(f"{where}: the agent's hello: {exc}") from None
             except (OSError, InvalidHandshake) as exc:
-                refusal = (
-                    (exc.response.status_code, bytes(exc.response.body or b""))
-                    if isinstance(exc, InvalidStatus)
-                    else None
-                )
-                if refusal is not None:
+                if (refusal := upgrade_refusal(exc)) is not None:
                     refused_upgrade(*refusal, where, due)
                 if isinstance(exc, ssl.SSLCertVerificationError):
                     raise AgentUnreachableError(f"{where}: cannot reach the agent: {exc}") from exc
