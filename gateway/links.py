@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from starlette.websockets import WebSocket
 
 from protocol.channel import CLOSE_PROTOCOL
-from protocol.link import Close, LinkError, LinkFrame, Message, Open, Response, decode, encode
+from protocol.link import Close, LinkError, LinkFrame, Message, Open, Response, decode, encode_parts
 from tap import Tap
 
 log = logging.getLogger("engee.gateway")
@@ -179,7 +179,7 @@ class LinkedAgent:
         return stream, answer
 
     def _send(self, frame: LinkFrame) -> None:
-        if not self.tap.write(encode(frame)):  # the link is gone as we write
+        if not self.tap.write(*encode_parts(frame)):  # the link is gone as we write
             raise Offline(in_flight=True)
 
 

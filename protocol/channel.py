@@ -49,14 +49,13 @@ datagram socket, where a stream carries at most DATAGRAMS_AHEAD ahead.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import msgpack
 
-from .arrays import Shapes, checked
+from .arrays import Shapes, checked, parts
 from .payload import MAX_PAYLOAD
 from .version import PREFIX
 
@@ -179,19 +178,12 @@ def encode(frame: Frame) -> bytes:
     return msgpack.packb(items, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-BULK = 4096
-"""A DATA frame's payload from this size on is not copied into its frame: `encode_parts` leaves it a part."""
-
-
 def encode_parts(frame: Frame) -> list[bytes]:
     """The bytes of `frame`, as `encode` gives them, in parts: a bulk DATA payload is a part of its own, so a
     stream's megabytes go from the socket to the wire without a copy (the parts are written with writev)."""
-    if not isinstance(frame, DataFrame) or len(frame.data) < BULK:
+    if not isinstance(frame, DataFrame):
         return [encode(frame)]
-    size = len(frame.data)
-    head = bytes((0x95, Kind.DATA)) + msgpack.packb(frame.descriptor) + msgpack.packb(frame.offset)
-    head += struct.pack("!BH", 0xC5, size) if size < 65536 else struct.pack("!BI", 0xC6, size)  # bin 16 / bin 32
-    return [head, frame.data, msgpack.packb(frame.peer)]
+    return parts([Kind.DATA, frame.descriptor, frame.offset], frame.data, [frame.peer])
 
 
 _SHAPES: Shapes = {

@@ -35,9 +35,10 @@ class TapProtocol(WebSocketsSansIOProtocol):
         self._upgraded = False
         self._fed = False
         """Whether websockets was given bytes after the upgrade request: then it parses this connection to the end."""
-        self._own: bytearray | None = None
+        self._own: list[bytes] | None = None
         """Once the listener is attached (and websockets holds no frame bytes), the frames not parsed yet: from then
         on binary messages, pings and pongs are parsed here, each message handed over as it completes."""
+        self._own_size = 0
         self._fragments: list[bytes] | None = None
 
     def handle_connect(self, event: Any) -> None:
@@ -49,12 +50,13 @@ class TapProtocol(WebSocketsSansIOProtocol):
         self.queued_bytes -= hand_over(self.queue, listener)
         self.listener = listener
         if not self._fed and not self.close_sent:
-            self._own = bytearray()
+            self._own, self._own_size = [], 0
         self._read_as_wanted()
 
     def data_received(self, data: bytes) -> None:
         if self._own is not None:
-            self._own += data
+            self._own.append(data)
+            self._own_size += len(data)
             self._parse()
             return
         self._fed = self._upgraded
@@ -67,34 +69,57 @@ class TapProtocol(WebSocketsSansIOProtocol):
         is answered, a pong goes to uvicorn's keepalive. Anything else (a close, a text or fragmented text frame,
         a frame over the size limit, one with extension bits) is handed to websockets from that frame on, for
         uvicorn to answer as it does, and this connection is parsed there to the end."""
-        assert self._own is not None
-        buffer, start, limit = self._own, 0, self.config.ws_max_size
-        while len(buffer) - start >= 6 and self._own is not None:
-            first, second = buffer[start], buffer[start + 1]
-            opcode, length, at = first & 0x0F, second & 0x7F, start + 2
+        limit = self.config.ws_max_size
+        while self._own is not None and self._own_size >= 6:
+            head = self._peek(14)
+            first, second = head[0], head[1]
+            opcode, length, at = first & 0x0F, second & 0x7F, 2
             if length == 126:
-                length, at = int.from_bytes(buffer[at : at + 2]), at + 2
+                length, at = int.from_bytes(head[2:4]), 4
             elif length == 127:
-                if len(buffer) - start < 14:
-                    break
-                length, at = int.from_bytes(buffer[at : at + 8]), at + 8
+                if len(head) < 14:
+                    return
+                length, at = int.from_bytes(head[2:10]), 10
             control = opcode >= 8
             usual = opcode in _OURS and not first & 0x70 and second & 0x80 and length <= limit
             if not usual or (control and (not first & 0x80 or length > 125)):
-                self._give_to_websockets(bytes(buffer[start:]))  # which refuses or answers it as uvicorn does
+                self._give_to_websockets()  # which refuses or answers it as uvicorn does
                 return
             if (opcode == 0) == (self._fragments is None) and not control:
                 self._own = None  # a continuation of nothing, or a message begun inside another
                 self.conn.fail(1002, "a fragmented message out of order")
                 self.handle_parser_exception()
                 return
-            if len(buffer) - at < 4 + length:
-                break
-            payload = apply_mask(bytes(buffer[at + 4 : at + 4 + length]), bytes(buffer[at : at + 4]))
-            start = at + 4 + length
-            self._frame(first & 0x80 != 0, opcode, payload)
-        if self._own is not None:
-            del buffer[:start]
+            if self._own_size < at + 4 + length:
+                return
+            frame = memoryview(self._take(at + 4 + length))
+            self._frame(first & 0x80 != 0, opcode, apply_mask(frame[at + 4 :], bytes(frame[at : at + 4])))
+
+    def _peek(self, size: int) -> bytes:
+        """Up to `size` bytes from the front of what came, the chunks they span joined into the first."""
+        chunks = self._own
+        assert chunks is not None
+        if len(chunks[0]) < size and len(chunks) > 1:
+            count, have = 1, len(chunks[0])
+            while have < size and count < len(chunks):
+                have += len(chunks[count])
+                count += 1
+            chunks[:count] = [b"".join(chunks[:count])]
+        return chunks[0][:size]
+
+    def _take(self, size: int) -> bytes:
+        """The first `size` bytes of what came, taken: one join when a frame spans chunks, no copy of the rest."""
+        chunks = self._own
+        assert chunks is not None
+        taken, count = 0, 0
+        while taken < size:
+            taken += len(chunks[count])
+            count += 1
+        data = chunks[0] if count == 1 else b"".join(chunks[:count])
+        rest = data[size:] if taken > size else b""
+        chunks[:count] = [rest] if rest else []
+        self._own_size -= size
+        return data if taken == size else data[:size]
 
     def _frame(self, fin: bool, opcode: int, payload: bytes) -> None:
         if opcode == Opcode.PING.value:
@@ -111,7 +136,8 @@ class TapProtocol(WebSocketsSansIOProtocol):
                 self.frames, self.curr_msg_data_type, self._fragments = self._fragments, "bytes", None
                 self.send_receive_event_to_app()
 
-    def _give_to_websockets(self, rest: bytes) -> None:
+    def _give_to_websockets(self) -> None:
+        rest = b"".join(self._own or [])
         self._own = self._fragments = None  # a message begun here and not ended goes with the connection's end
         super().data_received(rest)
 

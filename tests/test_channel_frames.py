@@ -3,8 +3,8 @@
 import msgpack
 import pytest
 
+from protocol.arrays import BULK
 from protocol.channel import (
-    BULK,
     MAX_FRAME,
     CallFrame,
     CancelFrame,

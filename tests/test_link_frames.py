@@ -6,7 +6,7 @@ import msgpack
 import pytest
 
 from gateway.links import LinkedAgent
-from protocol.link import Close, LinkError, Message, Open, Response, decode, encode
+from protocol.link import Close, LinkError, Message, Open, Response, decode, encode, encode_parts
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,12 @@ def test_what_the_agent_sends_before_the_notebooks_side_attaches_reaches_it_clos
         return recorder.got
 
     assert asyncio.run(run()) == [b"hello", (4001, "the same session opened another channel")]
+
+
+@pytest.mark.parametrize("size", [0, 4095, 4096, 65535, 65536, 1 << 20])
+def test_a_link_message_in_parts_is_the_message(size: int) -> None:
+    """What a gateway writes without copying a notebook's payload is byte for byte what `encode` gives."""
+    message = Message(12345, bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+    parts = encode_parts(message)
+    assert b"".join(parts) == encode(message) and decode(b"".join(parts)) == message
+    assert len(parts) == (3 if size >= 4096 else 1)
