@@ -1,6 +1,8 @@
 """Fixtures: a real agent process on loopback, clients for it, and plain-socket peers."""
 
+import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -94,3 +96,17 @@ class Background(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.result
+
+
+def press_stop_after(seconds: float) -> threading.Timer:
+    """The notebook's stop button: SIGINT to the main thread (the test's) `seconds` from now, as Jupyter sends it.
+    It must reach Python's own handler, which raises KeyboardInterrupt: if a handler of something else was left
+    installed, or the signal blocked, that is put right first and said on stderr."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        print(f"SIGINT had the handler {signal.getsignal(signal.SIGINT)!r}: Python's own put back", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}):
+        print("SIGINT was blocked in the main thread: unblocked", file=sys.stderr)
+    timer = threading.Timer(seconds, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    return timer

@@ -5,11 +5,9 @@ instrument, on loopback. (Broadcast and multicast run in network namespaces: tes
 """
 
 import math
-import signal
 import socket
 import struct
 import sys
-import threading
 import time
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 from engee_client import Agent, IncompleteReadError
 from lab.process import ChildProcess
 
-from .conftest import Background, recv_exactly
+from .conftest import Background, press_stop_after, recv_exactly
 
 
 @pytest.fixture(scope="module")
@@ -314,8 +312,7 @@ def test_an_interrupted_read_line_loses_nothing(connected) -> None:
     """The stop button while read_line waits: the line its call took on the agent comes back, terminator
     and all, before what followed it."""
     client, plain = connected
-    main = threading.main_thread().ident
-    threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT)).start()
+    press_stop_after(0.5)
     with pytest.raises(KeyboardInterrupt):
         client.read_line(terminator="\r\n")
     plain.sendall(b"first\r\nsecond\r\n")  # taken by the interrupted call, if the agent still waits
@@ -344,8 +341,7 @@ def test_a_framed_read_with_no_time_to_wait_reads_what_is_there(agent_process) -
 def test_an_interrupted_query_leaves_flush_and_close_working(connected) -> None:
     """The stop button while a query waits for its answer: the socket's next calls, flush and close go on."""
     client, plain = connected
-    timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
-    timer.start()
+    timer = press_stop_after(0.5)
     with pytest.raises(KeyboardInterrupt):
         client.query("*IDN?", timeout=30)  # the peer never answers
     timer.join()

@@ -1,23 +1,14 @@
 """Long transfers: progress shown with tqdm, and an interrupt that says how much went through and loses nothing."""
 
 import os
-import signal
-import threading
 
 import pytest
 
 from engee_client import TransferInterrupted
 
-from .conftest import Background, recv_exactly
+from .conftest import Background, press_stop_after, recv_exactly
 
 MIB = 1 << 20
-
-
-def _interrupt_after(seconds: float) -> threading.Timer:
-    """The notebook's stop button, pressed `seconds` from now."""
-    timer = threading.Timer(seconds, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
-    timer.start()
-    return timer
 
 
 def test_a_large_send_and_receive_show_their_progress(connected, capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,7 +37,7 @@ def test_an_interrupted_read_hands_over_what_came_and_the_socket_goes_on(connect
     client, plain = connected
     payload = os.urandom(8 * MIB)
     plain.sendall(payload[: 3 * MIB + 1000])  # three whole pieces, and part of a fourth
-    timer = _interrupt_after(3.0)
+    timer = press_stop_after(3.0)
     with pytest.raises(TransferInterrupted, match="interrupted after 3145728 of 8388608 bytes") as caught:
         client.receive_exactly(len(payload), progress=True)
     timer.join()
@@ -61,7 +52,7 @@ def test_an_interrupted_send_says_how_much_went_out(connected) -> None:
     (or one piece more) arrives once the peer reads; the socket goes on."""
     client, plain = connected
     payload = os.urandom(256 * MIB)
-    timer = _interrupt_after(2.0)
+    timer = press_stop_after(2.0)
     with pytest.raises(TransferInterrupted, match="of 268435456 bytes went out") as caught:
         client.send(payload)
     timer.join()

@@ -2,9 +2,7 @@
 
 import os
 import secrets
-import signal
 import socket
-import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -14,7 +12,7 @@ import pytest
 from engee_client import Agent, ProtocolError
 from lab.process import AgentProcess
 
-from .conftest import Background, recv_exactly
+from .conftest import Background, press_stop_after, recv_exactly
 from .faulty_proxy import FaultyProxy
 
 
@@ -89,8 +87,7 @@ def test_interrupted_receive_loses_nothing(agent: Agent) -> None:
     with agent.Socket("AF_INET", "SOCK_DGRAM") as server, agent.Socket("AF_INET", "SOCK_DGRAM") as client:
         server.bind("127.0.0.1", 0)
         client.connect(*server.local_address)
-        main = threading.main_thread().ident
-        threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT)).start()
+        press_stop_after(0.5)
         with pytest.raises(KeyboardInterrupt):
             server.receive(100)  # the notebook's stop button, while the agent waits for data
         # The agent's wait is still on: this datagram is taken by the interrupted call ...
@@ -141,11 +138,6 @@ def test_bad_call_ids_are_refused(http: httpx.Client, agent: Agent, value: str) 
     assert reply.status_code == 422 and reply.json()["error"]["code"] == "bad_request"
 
 
-def interrupt_after(seconds: float) -> None:
-    """The notebook's stop button: SIGINT to the main thread (this test's) after `seconds`."""
-    threading.Timer(seconds, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
-
-
 @pytest.mark.parametrize("kind", ["SOCK_STREAM", "SOCK_DGRAM"])
 def test_after_an_interrupted_receive_the_next_keeps_its_own_bufsize(agent: Agent, kind: str) -> None:
     with (
@@ -162,7 +154,7 @@ def test_after_an_interrupted_receive_the_next_keeps_its_own_bufsize(agent: Agen
             sock.bind("127.0.0.1", 0)
             local.connect(sock.local_address)
             peer = local
-        interrupt_after(0.5)
+        press_stop_after(0.5)
         with pytest.raises(KeyboardInterrupt):
             sock.receive(1000)  # the agent waits for data; the interrupt leaves that wait running
         peer.send(bytes(range(20)))  # taken by the interrupted call's wait, or still in the kernel
