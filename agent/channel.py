@@ -381,6 +381,8 @@ class Channel:
     def _write(self) -> None:
         self._writing_due = False
         outbox, self._outbox = self._outbox, []
+        if self._gone:
+            return
         message: list[bytes] = []
         size = 0
         for parts in outbox:
@@ -390,7 +392,7 @@ class Channel:
                 message, size = [], 0
             message += parts
             size += length
-        if message and not self._gone:
+        if message:
             self.tap.write(*message)
 
 

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol import METHODS, AgentUnreachableError, ErrorBody, ErrorCode, ErrorDetail, exception_for
 from protocol import models as m
@@ -47,7 +47,9 @@ from protocol.framing import Framing
 from protocol.models import LONG_POLL
 
 from .transport import Call, Reply, answer_due
-from .wire import Backoff
+
+if TYPE_CHECKING:  # the HTTP wire's retry rule is only named here, as the transports hand it in
+    from .wire import Backoff
 
 WINDOW_BYTES = 64 << 20
 """Bytes of pipelined sends a socket may have unacknowledged, like a kernel send buffer."""
@@ -426,7 +428,7 @@ class ChannelState:
 
     def answer_due(self, retry_for: float) -> float | None:
         """Until when (a monotonic time) the calls still without an answer may get one through a new link, as
-        `wire.answer_due` says for each; None when none waits."""
+        `transport.answer_due` says for each; None when none waits."""
         return max((answer_due(call, sent, retry_for) for call, _, sent in self._unanswered.values()), default=None)
 
     def answer(self, seq: int) -> Reply | None:

@@ -28,7 +28,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State
 
 from protocol import PREFIX, RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail
@@ -42,7 +42,7 @@ SUBJECT = "engee.agent.{}"
 LINK_STATUS = "link-status"
 """The kind of an OPEN over NATS that asks the replica holding a link for its status, not the agent."""
 PENDING_BYTES = 256 << 20
-"""What a subscription may hold before NATS calls it slow: more than a channel's windows put in flight."""
+"""What a subscription may hold before NATS calls it slow: many requests with the largest bodies a link carries."""
 
 
 REPLICA_PATH = f"{PREFIX}/replica"
@@ -127,7 +127,7 @@ class Replicas:
         if not self.grants(opened.user, linked.agent_id):
             log.warning("a replica asked for %s as %s, who may not use it", linked.agent_id, opened.user)
             return  # as if nobody answered: the asking replica reports it offline
-        request = dict(opened.request)
+        request = opened.request
         if request.get("kind") == LINK_STATUS:  # another replica's status page asks about the link held here
             held = json.dumps({"since": linked.since, "calls": linked.calls}).encode()
             await msg.respond(encode(Response(opened.stream, 200, [], held)))
@@ -213,7 +213,7 @@ class RemoteAgent:
                 close_timeout=1,
                 user_agent_header=None,
             )
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:  # InvalidURI: a bad --advertise
             log.warning("cannot reach the replica holding %s's link: %s", self.agent_id, exc)
             raise Offline() from exc
         self._channels[stream] = _Spliced(connection, lambda: self._forget(stream))

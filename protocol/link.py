@@ -18,7 +18,8 @@ binary message:
     both ways         [2, stream, data]              MESSAGE: one binary message of a channel stream
     both ways         [3, stream, code, reason]      CLOSE a channel stream (a WebSocket close code)
 
-A gateway that loses the link answers its open streams `agent_offline` at once; the notebook's
+A gateway that loses the link answers its open streams `agent_offline` at once, with `Retry-After`
+(protocol.RETRY_HEADER) on a request the link carried; the notebook sends such a call again, or its
 channel links again with its session, and the agent's ledger runs each call at most once.
 """
 

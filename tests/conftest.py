@@ -5,10 +5,12 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from engee_client import Agent
+from engee_client.sync.socket import Socket
 from lab.process import AgentProcess
 
 
@@ -45,9 +47,9 @@ def sockets_env(agent_process: AgentProcess, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("ENGEE_AGENT_TOKEN", agent_process.token)
 
 
-@pytest.fixture
-def connected(agent: Agent) -> Iterator[tuple]:
-    """An agent TCP socket connected to a plain peer socket: (agent side, plain side)."""
+@contextmanager
+def connected_to_peer(agent: Agent) -> Iterator[tuple[Socket, socket.socket]]:
+    """A TCP socket on `agent` connected to a plain peer socket here: (agent side, plain side)."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(10)
         client = agent.Socket()
@@ -56,6 +58,13 @@ def connected(agent: Agent) -> Iterator[tuple]:
     with plain, client:
         plain.settimeout(30)
         yield client, plain
+
+
+@pytest.fixture
+def connected(agent: Agent) -> Iterator[tuple[Socket, socket.socket]]:
+    """An agent TCP socket connected to a plain peer socket: (agent side, plain side)."""
+    with connected_to_peer(agent) as pair:
+        yield pair
 
 
 def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:

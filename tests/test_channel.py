@@ -29,7 +29,7 @@ from protocol.channel import (
     encode,
 )
 
-from .conftest import Background, recv_exactly
+from .conftest import Background, connected_to_peer, recv_exactly
 
 
 def channel_url(process: AgentProcess, session: str = "test-session") -> str:
@@ -262,13 +262,9 @@ def windowed_peer(tmp_path: Path) -> Iterator[tuple[Socket, socket.socket]]:
     with (
         small_window(tmp_path) as process,
         Agent(process.url, token=process.token, transport="channel") as agent,
-        socket.create_server(("127.0.0.1", 0)) as listener,
-        agent.Socket() as sock,
+        connected_to_peer(agent) as pair,
     ):
-        sock.connect(*listener.getsockname())
-        peer, _ = listener.accept()
-        with peer:
-            yield sock, peer
+        yield pair
 
 
 def test_a_stream_reads_no_further_than_its_window_so_tcp_slows_the_peer(tmp_path: Path) -> None:

@@ -13,11 +13,13 @@ import websockets.sync.client as ws_client
 from websockets.exceptions import InvalidStatus
 
 from engee_client import Agent, AgentError, AgentOfflineError, AsyncAgent, AuthenticationError
+from gateway.settings import SettingsError
+from gateway.settings import load as load_gateway
 from lab.process import AgentProcess, GatewayProcess
 from protocol.channel import MAX_FRAME
 from protocol.link import AGENT_HEADER, LINK_PATH
 
-from .conftest import Background
+from .conftest import Background, connected_to_peer
 from .faulty_proxy import FaultyProxy
 
 KEYS = {"lab-7": "lab-7-key-0123456789", "lab-8": "lab-8-key-0123456789", "spare": "spare-key-0123456789"}
@@ -92,50 +94,40 @@ def test_the_seed_example_runs_through_the_gateway(gateway: GatewayProcess, lab:
 
 
 def test_a_tcp_exchange_through_the_gateway(gateway: GatewayProcess, lab: AgentProcess, transport: str) -> None:
-    with (
-        socket.create_server(("127.0.0.1", 0)) as listener,
-        through(gateway, transport) as agent,
-        agent.Socket() as sock,
-    ):
-        sock.connect(*listener.getsockname())
-        peer, _ = listener.accept()
-        with peer:
-            payload = bytes(range(256)) * 4096
-            sock.send(payload)
-            sock.flush()
-            peer.settimeout(10)
-            got = bytearray()
-            while len(got) < len(payload):
-                got += peer.recv(1 << 20)
-            assert got == payload
-            peer.sendall(b"answer")
-            assert bytes(sock.receive(100, timeout=10)) == b"answer"
+    with through(gateway, transport) as agent, connected_to_peer(agent) as (sock, peer):
+        payload = bytes(range(256)) * 4096
+        sock.send(payload)
+        sock.flush()
+        peer.settimeout(10)
+        got = bytearray()
+        while len(got) < len(payload):
+            got += peer.recv(1 << 20)
+        assert got == payload
+        peer.sendall(b"answer")
+        assert bytes(sock.receive(100, timeout=10)) == b"answer"
 
 
 def test_lab_sockets_through_the_gateway(gateway: GatewayProcess, lab: AgentProcess, transport: str) -> None:
     """The lab-socket methods and pushed data go through a gateway as they do direct."""
     with (
-        socket.create_server(("127.0.0.1", 0)) as listener,
         through(gateway, transport) as agent,
-        agent.Socket() as sock,
+        connected_to_peer(agent) as (sock, peer),
+        peer.makefile("rb") as commands,
     ):
-        sock.connect(*listener.getsockname())
-        peer, _ = listener.accept()
-        with peer, peer.makefile("rb") as commands:
-            peer.settimeout(10)
-            answerer = Background(lambda: commands.readline() and peer.sendall(b"ENGEE,SIM-1\r\nrest"))
-            assert sock.query("*IDN?", terminator="\r\n", timeout=10) == "ENGEE,SIM-1"
-            answerer.join_result()
-            assert sock.receive_exactly(4, timeout=10) == b"rest"
-            sock.set_option("TCP_NODELAY", True)
-            assert sock.get_option("TCP_NODELAY") is True
-            lines: list[str] = []
-            three = threading.Event()
-            sock.on_data(lambda _, line: lines.append(line) or len(lines) == 3 and three.set(), terminator="\n")
-            peer.sendall(b"a\nb\nc\n")
-            assert three.wait(30)
-            sock.on_data(None)
-            assert lines == ["a", "b", "c"]
+        peer.settimeout(10)
+        answerer = Background(lambda: commands.readline() and peer.sendall(b"ENGEE,SIM-1\r\nrest"))
+        assert sock.query("*IDN?", terminator="\r\n", timeout=10) == "ENGEE,SIM-1"
+        answerer.join_result()
+        assert sock.receive_exactly(4, timeout=10) == b"rest"
+        sock.set_option("TCP_NODELAY", True)
+        assert sock.get_option("TCP_NODELAY") is True
+        lines: list[str] = []
+        three = threading.Event()
+        sock.on_data(lambda _, line: lines.append(line) or len(lines) == 3 and three.set(), terminator="\n")
+        peer.sendall(b"a\nb\nc\n")
+        assert three.wait(30)
+        sock.on_data(None)
+        assert lines == ["a", "b", "c"]
 
 
 def test_the_pc_owner_narrows_gateway_users_with_rules_of_their_own(gateway: GatewayProcess, tmp_path: Path) -> None:
@@ -249,6 +241,24 @@ def test_garbage_on_a_link_closes_that_link_only(gateway: GatewayProcess, lab: A
 def test_path_tricks_reach_nothing(gateway: GatewayProcess, lab: AgentProcess, path: str) -> None:
     reply = httpx.post(gateway.url + path, json={}, headers=_bearer("alice"))
     assert reply.status_code in (404, 405) and reply.status_code != 500
+
+
+@pytest.mark.parametrize("ticket", ["made-up", "a" * 400, "%00"])
+def test_a_replica_ticket_nobody_gave_opens_nothing(gateway: GatewayProcess, lab: AgentProcess, ticket: str) -> None:
+    """The endpoint replicas splice channels on takes only a ticket it handed out itself (over NATS): any other is
+    refused with an error body, and the gateway serves on."""
+    with pytest.raises(InvalidStatus) as refused:
+        ws_client.connect(f"{gateway.url.replace('http://', 'ws://')}/v1/replica/{ticket}", open_timeout=10)
+    assert refused.value.response.status_code == 404
+    assert b"no such relayed channel" in (refused.value.response.body or b"")
+    with through(gateway, "http") as agent:
+        assert agent.Socket().is_open()
+
+
+def test_bad_advertise_urls_are_refused_at_start() -> None:
+    for url in ("gw-b:8800", "http://gw-b:8800/some/path", "ftp://gw-b"):
+        with pytest.raises(SettingsError, match="--advertise"):
+            load_gateway(["--nats", "nats://127.0.0.1:4222", "--advertise", url])
 
 
 def test_a_link_that_drops_makes_calls_offline_and_comes_back(gateway: GatewayProcess, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from engee_client import Agent, IncompleteReadError
 from lab.process import ChildProcess
 
-from .conftest import Background, press_stop_after, recv_exactly
+from .conftest import Background, connected_to_peer, press_stop_after, recv_exactly
 
 
 @pytest.fixture(scope="module")
@@ -324,18 +324,14 @@ def test_an_interrupted_read_line_loses_nothing(connected) -> None:
 def test_a_framed_read_with_no_time_to_wait_reads_what_is_there(agent_process) -> None:
     with (
         Agent(agent_process.url, token=agent_process.token, transport="http") as agent,
-        socket.create_server(("127.0.0.1", 0)) as listener,
-        agent.Socket() as client,
+        connected_to_peer(agent) as (client, plain),
     ):
-        client.connect(*listener.getsockname())
-        plain, _ = listener.accept()
-        with plain:
-            plain.sendall(b"hello\nworld")
-            deadline = time.monotonic() + 10
-            while client.bytes_available() < 11 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert client.read_line(timeout=0) == "hello"
-            assert client.receive_exactly(5, timeout=0) == b"world"
+        plain.sendall(b"hello\nworld")
+        deadline = time.monotonic() + 10
+        while client.bytes_available() < 11 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.read_line(timeout=0) == "hello"
+        assert client.receive_exactly(5, timeout=0) == b"world"
 
 
 def test_an_interrupted_query_leaves_flush_and_close_working(connected) -> None:
