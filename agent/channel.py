@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from protocol import METHODS, CallId, ErrorCode, ErrorDetail
+from protocol import METHODS, AnyMethod, CallId, ErrorCode, ErrorDetail
 from protocol.calls import valid_session
 from protocol.channel import (
     CHANNEL_PATH,
@@ -40,6 +41,7 @@ from protocol.channel import (
     decode,
     encode_parts,
 )
+from protocol.models import Request
 from tap import TAP, Tap
 
 from .dispatch import Dispatcher, error_detail
@@ -331,12 +333,15 @@ class Channel:
         if frame.seq in self._cancelled:
             self._cancelled.discard(frame.seq)
             return
-        if frame.method in _OPENS:  # what it opens is the session's even if this channel is cut meanwhile
-            opening = asyncio.ensure_future(self._outcome(frame))
+        outcome: Outcome | None
+        if isinstance(asked := self._asked(frame), ErrorDetail):
+            outcome = asked
+        elif frame.method in _OPENS:  # what it opens is the session's even if this channel is cut meanwhile
+            opening = asyncio.ensure_future(self._dispatch(frame, *asked))
             opening.add_done_callback(self._opened)
             outcome = await asyncio.shield(opening)
         else:
-            outcome = await self._outcome(frame)
+            outcome = await self._dispatch(frame, *asked)
         if outcome is None:
             return  # cancelled by the client: nobody waits for it
         if isinstance(outcome, ErrorDetail):
@@ -350,16 +355,19 @@ class Channel:
         if (descriptor := getattr(opening.result(), "descriptor", None)) is not None:
             self.sessions.opened(self.key, descriptor, self.principal)
 
-    async def _outcome(self, frame: CallFrame) -> Outcome | None:
-        if frame.method not in METHODS:
+    def _asked(self, frame: CallFrame) -> tuple[AnyMethod, Request] | ErrorDetail:
+        """The method and request `frame` names, or the error naming what is wrong with them."""
+        method = METHODS.get(frame.method)
+        if method is None:
             return _bad(f"{frame.method!r} is not a method of the agent", frame.method)
-        method = METHODS[frame.method]
         try:
-            request = method.request.model_validate(frame.fields)
+            return method, method.request.model_validate(frame.fields)
         except ValidationError as exc:
             return error_detail(exc, method.name, None)
+
+    def _dispatch(self, frame: CallFrame, method: AnyMethod, request: Request) -> Coroutine[Any, Any, Outcome | None]:
         call_id = CallId(self.session, frame.seq, frame.done)
-        return await self.dispatcher.dispatch(self.principal, method, request, call_id, frame.boot)
+        return self.dispatcher.dispatch(self.principal, method, request, call_id, frame.boot)
 
     @property
     def busy(self) -> bool:

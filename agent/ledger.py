@@ -84,7 +84,7 @@ class Ledger:
 
         CallIdReused when `key` already names a call with another method or request.
         """
-        book = self._books.get(principal) or self._books.setdefault(principal, _Book())  # no new book per call
+        book = self._books.get(principal) or self._books.setdefault(principal, _Book())  # kept while it is empty
         call = book.calls.get(key)
         if call is None:
             call = _Call(name, request, eager(compute()))
@@ -138,7 +138,6 @@ class Ledger:
             seqs.popleft()
             if call is not None:
                 self._forget(principal, key)
-                book = self._books.get(principal)
         if book and seqs is not None and not seqs:
             book.seqs.pop(session, None)
 
@@ -164,8 +163,6 @@ class Ledger:
         book.bytes -= call.weight
         self._bytes -= call.weight
         self._answers -= 1
-        if not book.calls:
-            del self._books[principal]
 
     def _evict(self, principal: str) -> None:
         """Over a principal's bound, drop its oldest finished answers; over the ceiling, the biggest holder's."""

@@ -23,15 +23,15 @@ def checked(items: Any, kinds: type[K], shapes: Shapes, error: type[ValueError],
     if type(items) is not list or not items or type(items[0]) is not int or items[0] not in shapes:
         names = ", ".join(f"{kind.value} {kind.name.lower()}" for kind in kinds)
         raise error(f"a {what} is an array whose first item is a kind: {names}")
-    shape = shapes[items[0]]
+    kind: K = kinds._value2member_map_[items[0]]  # type: ignore[assignment]  # as kinds(...), without its cost
+    shape = shapes[kind]
     if len(items) != len(shape) + 1:
-        raise error(f"a {kinds(items[0]).name.lower()} frame has {len(shape) + 1} items, not {len(items)}")
-    for index in range(1, len(items)):
-        item = items[index]
-        if not isinstance(item, shape[index - 1]) or item is True or item is False:
-            label = kinds(items[0]).name.lower()
-            raise error(f"item {index} of a {label} frame has the wrong type ({type(item).__name__})")
-    return kinds(items[0]), items[1:]
+        raise error(f"a {kind.name.lower()} frame has {len(shape) + 1} items, not {len(items)}")
+    rest = items[1:]
+    for index, (item, types) in enumerate(zip(rest, shape), 1):
+        if not isinstance(item, types) or item is True or item is False:
+            raise error(f"item {index} of a {kind.name.lower()} frame has the wrong type ({type(item).__name__})")
+    return kind, rest
 
 
 BULK = 4096

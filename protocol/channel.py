@@ -49,6 +49,7 @@ datagram socket, where a stream carries at most DATAGRAMS_AHEAD ahead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -158,24 +159,20 @@ class FrameError(ValueError):
 
 def encode(frame: Frame) -> bytes:
     """The bytes of one binary WebSocket message."""
-    match frame:
-        case CallFrame(seq, method, fields, boot, done):
-            items: list[Any] = [Kind.CALL, seq, method, fields, boot, done]
-        case CancelFrame(seq):
-            items = [Kind.CANCEL, seq]
-        case HelloFrame(info):
-            items = [Kind.HELLO, info]
-        case ResultFrame(seq, fields):
-            items = [Kind.RESULT, seq, fields]
-        case ErrorFrame(seq, error):
-            items = [Kind.ERROR, seq, error]
-        case GrantFrame(descriptor, received, limit):
-            items = [Kind.GRANT, descriptor, received, limit]
-        case DataFrame(descriptor, offset, data, peer):
-            items = [Kind.DATA, descriptor, offset, data, peer]
-        case EndFrame(descriptor, offset, error):
-            items = [Kind.END, descriptor, offset, error]
-    return msgpack.packb(items, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(_ITEMS[type(frame)](frame), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+_ITEMS: dict[type, Callable[[Any], list[Any]]] = {
+    CallFrame: lambda frame: [Kind.CALL, frame.seq, frame.method, frame.fields, frame.boot, frame.done],
+    CancelFrame: lambda frame: [Kind.CANCEL, frame.seq],
+    HelloFrame: lambda frame: [Kind.HELLO, frame.info],
+    ResultFrame: lambda frame: [Kind.RESULT, frame.seq, frame.fields],
+    ErrorFrame: lambda frame: [Kind.ERROR, frame.seq, frame.error],
+    GrantFrame: lambda frame: [Kind.GRANT, frame.descriptor, frame.taken, frame.limit],
+    DataFrame: lambda frame: [Kind.DATA, frame.descriptor, frame.offset, frame.data, frame.peer],
+    EndFrame: lambda frame: [Kind.END, frame.descriptor, frame.offset, frame.error],
+}
+"""Each frame's msgpack array: its kind, then its fields in order."""
 
 
 def encode_parts(frame: Frame) -> list[bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from . import models as m
@@ -41,7 +42,7 @@ class Method(Generic[Req, Resp]):
         One content type per operation, as code generators expect: JSON at `path`, raw bytes here."""
         return f"{self.path}/raw" if self.raw_request or self.raw_response else None
 
-    @property
+    @cached_property
     def blocking(self) -> bool:
         """Blocking methods wait at most `wait` seconds and may answer `pending`."""
         return "wait" in self.request.model_fields
@@ -95,6 +96,10 @@ class MethodTable:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
+
+    def get(self, name: str) -> AnyMethod | None:
+        """The method called `name`, or None when the table has none."""
+        return self._by_name.get(name)
 
     def __iter__(self) -> Iterator[AnyMethod]:
         return iter(self._by_name.values())

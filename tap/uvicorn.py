@@ -39,6 +39,8 @@ class TapProtocol(WebSocketsSansIOProtocol):
         """Once the listener is attached (and websockets holds no frame bytes), the frames not parsed yet: from then
         on binary messages, pings and pongs are parsed here, each message handed over as it completes."""
         self._own_size = 0
+        self._own_at = 0
+        """Where in the first of `_own` the bytes not taken yet begin."""
         self._fragments: list[bytes] | None = None
 
     def handle_connect(self, event: Any) -> None:
@@ -50,7 +52,7 @@ class TapProtocol(WebSocketsSansIOProtocol):
         self.queued_bytes -= hand_over(self.queue, listener)
         self.listener = listener
         if not self._fed and not self.close_sent:
-            self._own, self._own_size = [], 0
+            self._own, self._own_size, self._own_at = [], 0, 0
         self._read_as_wanted()
 
     def data_received(self, data: bytes) -> None:
@@ -92,40 +94,53 @@ class TapProtocol(WebSocketsSansIOProtocol):
                 return
             if self._own_size < at + 4 + length:
                 return
-            frame = memoryview(self._take(at + 4 + length))
+            frame = self._take(at + 4 + length)
             self._frame(first & 0x80 != 0, opcode, apply_mask(frame[at + 4 :], bytes(frame[at : at + 4])))
 
     def _peek(self, size: int) -> bytes:
         """Up to `size` bytes from the front of what came, the chunks they span joined into the first."""
-        chunks = self._own
+        chunks, at = self._own, self._own_at
         assert chunks is not None
-        if len(chunks[0]) < size and len(chunks) > 1:
-            count, have = 1, len(chunks[0])
+        if len(chunks[0]) - at < size and len(chunks) > 1:
+            count, have = 1, len(chunks[0]) - at
             while have < size and count < len(chunks):
                 have += len(chunks[count])
                 count += 1
-            chunks[:count] = [b"".join(chunks[:count])]
-        return chunks[0][:size]
+            chunks[:count] = [b"".join([chunks[0][at:], *chunks[1:count]])]
+            self._own_at = at = 0
+        return chunks[0][at : at + size]
 
-    def _take(self, size: int) -> bytes:
-        """The first `size` bytes of what came, taken: one join when a frame spans chunks, no copy of the rest."""
-        chunks = self._own
+    def _take(self, size: int) -> memoryview:
+        """The first `size` bytes of what came, taken: a view of the chunk that holds them, or one join of the
+        chunks they span; the rest is not copied (a burst of small frames in one chunk costs no copy each)."""
+        chunks, at = self._own, self._own_at
         assert chunks is not None
-        taken, count = 0, 0
+        self._own_size -= size
+        first = chunks[0]
+        if len(first) - at >= size:
+            self._own_at = at + size
+            if self._own_at == len(first):
+                del chunks[0]
+                self._own_at = 0
+            return memoryview(first)[at : at + size]
+        taken, count = len(first) - at, 1
         while taken < size:
             taken += len(chunks[count])
             count += 1
-        data = chunks[0] if count == 1 else b"".join(chunks[:count])
-        rest = data[size:] if taken > size else b""
-        chunks[:count] = [rest] if rest else []
-        self._own_size -= size
-        return data if taken == size else data[:size]
+        data = b"".join([first[at:], *chunks[1:count]])
+        del chunks[:count]
+        if taken > size:
+            chunks.insert(0, data)
+            self._own_at = size
+        else:
+            self._own_at = 0
+        return memoryview(data)[:size]
 
     def _frame(self, fin: bool, opcode: int, payload: bytes) -> None:
-        if opcode == Opcode.PING.value:
+        if opcode == _PING:
             if not self.close_sent:
                 self.transport.write(bytes((0x8A, len(payload))) + payload)
-        elif opcode == Opcode.PONG.value:
+        elif opcode == _PONG:
             self.handle_pong(Frame(Opcode.PONG, payload))
         elif fin and self._fragments is None:
             self.frames, self.curr_msg_data_type = [payload], "bytes"
@@ -137,7 +152,7 @@ class TapProtocol(WebSocketsSansIOProtocol):
                 self.send_receive_event_to_app()
 
     def _give_to_websockets(self) -> None:
-        rest = b"".join(self._own or [])
+        rest = b"".join(self._own or [])[self._own_at :]
         self._own = self._fragments = None  # a message begun here and not ended goes with the connection's end
         super().data_received(rest)
 
@@ -198,7 +213,8 @@ class TapProtocol(WebSocketsSansIOProtocol):
                 self.transport.resume_reading()
 
 
-_OURS = frozenset({Opcode.CONT.value, Opcode.BINARY.value, Opcode.PING.value, Opcode.PONG.value})
+_PING, _PONG = Opcode.PING.value, Opcode.PONG.value
+_OURS = frozenset({Opcode.CONT.value, Opcode.BINARY.value, _PING, _PONG})
 """What a channel's client sends in the course of things: binary messages (in fragments or not) and pings."""
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.speedups import apply_mask
 
 from engee_client import Agent, AgentError, AgentUnreachableError
+from engee_client.sync.link import Link, _binary_header
 from engee_client.sync.socket import Socket
 from lab.process import AgentProcess
 from protocol.channel import (
@@ -23,6 +25,7 @@ from protocol.channel import (
     CLOSE_UNSUPPORTED,
     CallFrame,
     ErrorFrame,
+    Frame,
     HelloFrame,
     ResultFrame,
     decode_all,
@@ -348,3 +351,31 @@ def test_fragments_pings_and_long_frames_reach_the_channel(agent_process: AgentP
     assert isinstance(answers[1], ResultFrame) and answers[1].fields["descriptor"] > 0
     assert all(isinstance(answers[seq], ErrorFrame) for seq in (2, 3))
     assert "not a method" in answers[3].error["message"]
+
+
+@pytest.mark.parametrize("piece", [1, 5, 1000])
+def test_frames_cut_anywhere_by_tcp_reach_the_channel_whole_and_in_order(
+    agent_process: AgentProcess, piece: int
+) -> None:
+    """TCP may hand the agent several frames in one read, or one frame over several reads, cut anywhere (its
+    header too): every frame is taken whole, in order. 1000-byte pieces hold several frames each."""
+    headers = {"Authorization": f"Bearer {agent_process.token}"}
+    link, _ = Link.open(channel_url(agent_process, f"pieces-{piece}"), headers, None, 10)
+    try:
+        assert isinstance(decode_all((link.read(10) or [b""])[0])[0], HelloFrame)
+        pads = [b"x" * size for size in (0, 120, 200, 70000, 3)]  # 7-, 16- and 64-bit lengths
+        wire = b""
+        for seq, pad in enumerate(pads, 1):
+            data, mask = encode(CallFrame(seq, "is_open", {"descriptor": 1, "pad": pad})), os.urandom(4)
+            wire += _binary_header(len(data), mask) + apply_mask(data, mask)
+        for start in range(0, len(wire), piece):
+            link.sock.sendall(wire[start : start + piece])
+            if start < 200:
+                time.sleep(0.002)  # so the first pieces arrive as reads of their own
+        frames: list[Frame] = []
+        while len(frames) < len(pads):
+            frames.extend(frame for message in link.read(10) or [] for frame in decode_all(message))
+        assert [getattr(frame, "seq", None) for frame in frames] == [1, 2, 3, 4, 5]
+        assert all(isinstance(frame, ErrorFrame) and "pad" in frame.error["message"] for frame in frames)
+    finally:
+        link.close()

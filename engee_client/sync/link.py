@@ -19,6 +19,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +35,9 @@ from protocol.channel import MAX_FRAME
 
 RECEIVE = 1 << 20
 """Bytes read from the socket at once."""
+SPIN = 100e-6 if (os.cpu_count() or 1) > 1 else 0.0
+"""Seconds a read polls for the agent's answer before it sleeps (see `_Readable`); none on one CPU, where it
+would only keep the agent, or whatever sends the answer, from running."""
 
 
 class LinkClosed(ConnectionError):
@@ -342,7 +346,11 @@ class Link:
 
 class _Readable:
     """Waits for a socket to be readable: with poll() where there is one (not select(): it fails past file
-    descriptor 1023), else with the platform's selector (Windows)."""
+    descriptor 1023), else with the platform's selector (Windows).
+
+    A wait first polls without sleeping for up to `SPIN` seconds, on a machine with more than one CPU: an
+    answer on a fast link is often that close, and a thread that went to sleep costs tens of microseconds to
+    wake, far more on a virtual machine, where the sleeping CPU is halted. Past that it sleeps."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._poll = select.poll() if hasattr(select, "poll") else None
@@ -357,6 +365,12 @@ class _Readable:
         if self._poll is None:
             assert self._selector is not None
             return bool(self._selector.select(timeout))
+        if SPIN and timeout != 0:
+            poll, now = self._poll.poll, time.perf_counter
+            until = now() + (SPIN if timeout is None else min(SPIN, timeout))
+            while now() < until:
+                if poll(0):
+                    return True
         return bool(self._poll.poll(-1 if timeout is None else max(0, math.ceil(timeout * 1000))))  # ms, rounded up
 
 
