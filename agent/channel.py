@@ -402,6 +402,7 @@ class Channel:
             size += length
         if message:
             self.tap.write(*message)
+        self.tap.linger(self.dispatcher.limits.channel_spin)
 
 
 def _bad(message: str, method: str | None = None) -> ErrorDetail:

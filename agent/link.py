@@ -21,6 +21,7 @@ import websockets
 from starlette.types import ASGIApp, Message
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from protocol.channel import PING_INTERVAL
@@ -40,6 +41,8 @@ from protocol.link import (
     Message as LinkMessage,
 )
 from tap import TAP, Listener, hand_over
+from tap.client import TapConnection
+from tap.spin import Spin
 
 from .gate import LINK_USER
 
@@ -101,6 +104,7 @@ class AgentLink:
         url = gateway.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1) + LINK_PATH
         return await websockets.connect(
             url,
+            create_connection=TapConnection,
             additional_headers=self._headers,
             ssl=(self._ssl or True) if url.startswith("wss:") else None,  # True: the system's trusted CAs
             max_size=MAX_LINK_FRAME,
@@ -115,25 +119,34 @@ class AgentLink:
     async def _serve(self, link: ClientConnection) -> None:
         """Serve one link until it ends. Its streams are its own: a new link numbers them afresh."""
         streams: dict[int, _Stream] = {}
+        spin = Spin(link.transport.get_extra_info("socket"))
+        bad: asyncio.Future[None] | None = None
+
+        def on_frame(message: Frame) -> None:
+            nonlocal bad
+            if bad is not None:
+                return  # closing: nothing after a bad frame is taken
+            try:
+                if message.opcode is not Opcode.BINARY or not message.fin:
+                    raise LinkError("the gateway sends whole binary frames only")
+                self._take(decode(bytes(message.data)), link, spin, streams)
+            except LinkError as exc:
+                log.error("a bad frame from the gateway: %s", exc)
+                bad = asyncio.ensure_future(link.close(4000, str(exc)[:120]))
+
+        assert isinstance(link, TapConnection)
+        link.on_frame = on_frame
         try:
-            async for data in link:
-                try:
-                    if not isinstance(data, bytes):
-                        raise LinkError("the gateway sent a text frame")
-                    frame = decode(data)
-                except LinkError as exc:
-                    log.error("a bad frame from the gateway: %s", exc)
-                    await link.close(4000, str(exc)[:120])
-                    return
-                self._take(frame, link, streams)
+            await link.wait_closed()
         finally:
+            link.on_frame = None
             for stream in streams.values():
                 stream.end()
 
-    def _take(self, frame: LinkFrame, link: ClientConnection, streams: dict[int, _Stream]) -> None:
+    def _take(self, frame: LinkFrame, link: ClientConnection, spin: Spin, streams: dict[int, _Stream]) -> None:
         if isinstance(frame, Open):
             if frame.stream not in streams:
-                stream = streams[frame.stream] = _Stream(frame, link)
+                stream = streams[frame.stream] = _Stream(frame, link, spin)
                 task = asyncio.ensure_future(stream.serve(self.app))
                 task.add_done_callback(lambda _: streams.pop(frame.stream, None))
         elif (known := streams.get(frame.stream)) is not None:
@@ -143,9 +156,11 @@ class AgentLink:
 class _Stream:
     """One request, or one channel, of a gateway user, served by the agent's app; a channel's tap (tap.py)."""
 
-    def __init__(self, opened: Open, link: ClientConnection) -> None:
+    def __init__(self, opened: Open, link: ClientConnection, spin: Spin) -> None:
         self.opened = opened
         self.link = link
+        self._spin = spin
+        """The link's: what the gateway sends next comes on it, for whichever stream."""
         self.number = opened.stream
         self._incoming: asyncio.Queue[Message] = asyncio.Queue()
         self._status = 0
@@ -204,6 +219,9 @@ class _Stream:
         self.link.protocol.send_binary(encode(LinkMessage(self.number, data)))
         self.link.send_data()
         return True
+
+    def linger(self, seconds: float) -> None:
+        self._spin.soon(seconds)
 
     def pause(self) -> None:
         if self._held is None:

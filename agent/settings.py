@@ -35,6 +35,7 @@ from typing import Any, get_type_hints
 from protocol import MAX_PAYLOAD, TOKEN_VARIABLE
 from protocol.channel import READ_AHEAD
 from protocol.link import AGENT_ID_PATTERN
+from tap.spin import MAX_SPIN
 
 from .policy import DEFAULT_CONNECT_DENY, Policy, PolicyError, RuleSet
 
@@ -78,6 +79,9 @@ class Limits:
     """Seconds between pings on the gateway link; one unanswered for as long marks the link dead."""
     read_ahead: int = READ_AHEAD
     """Bytes a channel's stream may read from a TCP socket ahead of its client's receives, at most."""
+    channel_spin: float = 100e-6
+    """Seconds the agent polls a channel for its client's next frame after writing to it, before it sleeps, while
+    the client's frames come that fast (tap/spin.py); 0 never."""
     idle_timeout: float = 3600.0
     """Seconds a socket may go without a call before the agent closes it; 0 never reaps."""
 
@@ -374,6 +378,8 @@ def _limits(configured: dict[str, Any]) -> Limits:
             raise SettingsError(f"limit {name} = {value!r} must be a number >= 0")
     if not 1 <= limits.max_bufsize <= MAX_PAYLOAD:
         raise SettingsError(f"limit max_bufsize must be within 1..{MAX_PAYLOAD}")
+    if limits.channel_spin > MAX_SPIN:
+        raise SettingsError(f"limit channel_spin = {limits.channel_spin!r} is over {MAX_SPIN} seconds")
     return limits
 
 

@@ -81,7 +81,7 @@ class Refusal(Exception):
 
 
 def create_app(settings: Settings) -> FastAPI:
-    links = Links()
+    links = Links(settings.spin)
     replicas = (
         Replicas(
             settings.nats,
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             OPEN_TIMEOUT,
             settings.grants,
             settings.link_ping,
+            settings.spin,
         )
         if settings.nats
         else None
@@ -201,7 +202,7 @@ def create_app(settings: Settings) -> FastAPI:
         if answer.status != 101:
             await websocket.send_denial_response(_response(answer.status, answer.headers, answer.body))
             return
-        await _Relay(websocket, linked, stream).run()
+        await _Relay(websocket, linked, stream, settings.spin).run()
 
     @app.websocket(REPLICA_PATH + "/{ticket}")
     async def replica(websocket: WebSocket, ticket: str) -> None:
@@ -210,7 +211,7 @@ def create_app(settings: Settings) -> FastAPI:
         if claimed is None:
             await websocket.send_denial_response(Refusal(ErrorCode.NOT_FOUND, "no such relayed channel").response())
             return
-        await _Relay(websocket, *claimed).run()
+        await _Relay(websocket, *claimed, settings.spin).run()
 
     @app.api_route("/agents/{agent_id}/{path:path}", methods=["GET", "POST"])
     async def relay(agent_id: str, path: str, request: Request) -> Response:
@@ -297,8 +298,8 @@ class _Relay:
     """The notebook's side of one relayed channel: the listener of the notebook's tap, and the sink of the agent's
     frames. Each message goes on as it is parsed, with no task in between."""
 
-    def __init__(self, websocket: WebSocket, linked: LinkedAgent | RemoteAgent, stream: int) -> None:
-        self.websocket, self.linked, self.stream = websocket, linked, stream
+    def __init__(self, websocket: WebSocket, linked: LinkedAgent | RemoteAgent, stream: int, spin: float) -> None:
+        self.websocket, self.linked, self.stream, self.spin = websocket, linked, stream, spin
         self.tap: Tap = websocket.scope[TAP]
         self._closing: asyncio.Future[None] | None = None
         self._ended = False
@@ -343,6 +344,7 @@ class _Relay:
 
     def message(self, data: bytes) -> None:
         self.tap.write(data)
+        self.tap.linger(self.spin)
 
     def closed(self, code: int, reason: str) -> None:
         if self._closing is None and not self._ended:

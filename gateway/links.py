@@ -65,10 +65,12 @@ class LinkedAgent:
     notebook's message is written to the link at once, and the agent's to the notebook's sink.
     """
 
-    def __init__(self, agent_id: str, websocket: WebSocket, tap: Tap) -> None:
+    def __init__(self, agent_id: str, websocket: WebSocket, tap: Tap, spin: float) -> None:
         self.agent_id = agent_id
         self.websocket = websocket
         self.tap = tap
+        self.spin = spin
+        """Seconds to poll for the agent's answer after a write (tap/spin.py)."""
         self.since = time.time()
         self.calls = 0
         self._numbers = itertools.count(1)
@@ -181,12 +183,15 @@ class LinkedAgent:
     def _send(self, frame: LinkFrame) -> None:
         if not self.tap.write(*encode_parts(frame)):  # the link is gone as we write
             raise Offline(in_flight=True)
+        self.tap.linger(self.spin)
 
 
 class Links:
     """The agents linked to this gateway, by id."""
 
-    def __init__(self) -> None:
+    def __init__(self, spin: float = 0.0) -> None:
+        self.spin = spin
+        """Seconds each link polls for its agent's answer after a write (tap/spin.py)."""
         self._linked: dict[str, LinkedAgent] = {}
 
     def get(self, agent_id: str) -> LinkedAgent | None:
@@ -195,7 +200,7 @@ class Links:
     async def link(self, agent_id: str, websocket: WebSocket, tap: Tap) -> LinkedAgent:
         """`websocket` is the agent's link from now on; an earlier one (a link that died silently) gives way."""
         earlier = self._linked.get(agent_id)
-        linked = self._linked[agent_id] = LinkedAgent(agent_id, websocket, tap)
+        linked = self._linked[agent_id] = LinkedAgent(agent_id, websocket, tap, self.spin)
         if earlier is not None:
             earlier.lost()
             with contextlib.suppress(Exception):  # a link that is gone already (a disconnect, a closed socket)

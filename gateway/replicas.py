@@ -28,11 +28,14 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from protocol import PREFIX, RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail
 from protocol.link import MAX_LINK_FRAME, LinkError, Open, Response, decode, encode
+from tap.client import TapConnection
+from tap.spin import Spin
 
 from .links import CLOSE_OFFLINE, LinkedAgent, Offline, Sink, quietly
 
@@ -64,8 +67,11 @@ class Replicas:
         open_timeout: float,
         grants: Callable[[str, str], bool],
         ping: float = 10.0,
+        spin: float = 0.0,
     ) -> None:
         self.url = url
+        self.spin = spin
+        """Seconds a channel relayed to another replica polls for its answer after a write (tap/spin.py)."""
         self.advertise = advertise.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         """Where the other replicas reach this one (ws:// or wss://), for the channels they relay here."""
         self.ping = ping
@@ -90,7 +96,7 @@ class Replicas:
         """The agent as another replica holds it (or none: then it is offline)."""
         assert self._client is not None
         if agent_id not in self._remote:
-            self._remote[agent_id] = RemoteAgent(self._client, agent_id, self.ping)
+            self._remote[agent_id] = RemoteAgent(self._client, agent_id, self.ping, self.spin)
         return self._remote[agent_id]
 
     async def serve(self, linked: LinkedAgent) -> None:
@@ -169,10 +175,11 @@ class Replicas:
 class RemoteAgent:
     """An agent whose link another replica holds, with `LinkedAgent`'s interface."""
 
-    def __init__(self, client: Client, agent_id: str, ping: float = 10.0) -> None:
+    def __init__(self, client: Client, agent_id: str, ping: float = 10.0, spin: float = 0.0) -> None:
         self.client = client
         self.agent_id = agent_id
         self.ping = ping
+        self.spin = spin
         self.calls = 0
         self._numbers = itertools.count(1)
         self._channels: dict[int, _Spliced] = {}
@@ -205,6 +212,7 @@ class RemoteAgent:
         try:
             connection = await websockets.connect(
                 ticket,
+                create_connection=TapConnection,
                 max_size=MAX_LINK_FRAME,
                 compression=None,
                 open_timeout=timeout,
@@ -216,7 +224,7 @@ class RemoteAgent:
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:  # InvalidURI: a bad --advertise
             log.warning("cannot reach the replica holding %s's link: %s", self.agent_id, exc)
             raise Offline() from exc
-        self._channels[stream] = _Spliced(connection, lambda: self._forget(stream))
+        self._channels[stream] = _Spliced(connection, lambda: self._forget(stream), self.spin)
         return stream, Response(
             stream, 101, [name_value for name_value in answer.headers if name_value[0] != TICKET_HEADER], answer.body
         )
@@ -260,11 +268,19 @@ class _Spliced:
     """One channel relayed to the replica that holds the agent's link, over a WebSocket to it: what comes from
     there goes to the sink; what the notebook sends is written to it at once."""
 
-    def __init__(self, connection: ClientConnection, forget: Callable[[], None]) -> None:
+    def __init__(self, connection: ClientConnection, forget: Callable[[], None], spin: float) -> None:
         self.connection, self._forget = connection, forget
         self._reading: asyncio.Task[None] | None = None
+        self._spin, self._spin_for = Spin(connection.transport.get_extra_info("socket")), spin
 
     def attach(self, sink: Sink) -> None:
+        assert isinstance(self.connection, TapConnection)
+
+        def on_frame(frame: Frame) -> None:  # the holder's relay writes whole binary frames, as the agent's
+            if frame.opcode is Opcode.BINARY:
+                sink.message(bytes(frame.data))
+
+        self.connection.on_frame = on_frame
         self._reading = asyncio.ensure_future(self._read(sink))
 
     def write(self, data: bytes) -> bool:
@@ -273,6 +289,7 @@ class _Spliced:
             return False
         protocol.send_binary(data)
         self.connection.send_data()
+        self._spin.soon(self._spin_for)
         return True
 
     async def close(self, code: int) -> None:
@@ -284,12 +301,9 @@ class _Spliced:
             self._reading.cancel()
 
     async def _read(self, sink: Sink) -> None:
+        """Until the connection ends (its messages go to the sink as they are parsed), then what its end means."""
         try:
-            async for data in self.connection:
-                if isinstance(data, bytes):
-                    sink.message(data)
-        except ConnectionClosed:
-            pass
+            await self.connection.wait_closed()
         finally:
             self._forget()
             close = self.connection.protocol.close_rcvd

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.link import AGENT_ID_PATTERN, USER_PATTERN
+from tap.spin import MAX_SPIN
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8800
@@ -61,6 +62,9 @@ class Settings:
     log_level: str = "warning"
     link_ping: float = 10.0
     """Seconds between pings on every link and channel; one unanswered for as long marks the link dead."""
+    spin: float = 100e-6
+    """Seconds the gateway polls for what comes next after it relayed a message, before it sleeps, while what
+    comes next comes that fast (tap/spin.py); 0 never."""
     nats: str | None = None
     """The NATS server replicas share (nats://HOST:PORT); none: a single gateway."""
     advertise: str | None = None
@@ -106,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
         help="with --nats: the URL the other replicas reach this one at (default: the URL it listens on)",
     )
     p.add_argument(
+        "--spin",
+        type=float,
+        metavar="SECONDS",
+        help=f"seconds to poll for the next message after relaying one, before sleeping (default 0.0001, at most "
+        f"{MAX_SPIN}); 0: never",
+    )
+    p.add_argument(
         "--link-ping",
         type=float,
         metavar="SECONDS",
@@ -113,6 +124,12 @@ def parser() -> argparse.ArgumentParser:
         "a link whose ping goes unanswered as long is dead, and its agent offline",
     )
     return p
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(f"{name} {value!r} is not a number of seconds")
+    return float(value)
 
 
 def load(argv: list[str] | None = None) -> Settings:
@@ -127,6 +144,7 @@ def load(argv: list[str] | None = None) -> Settings:
         "ssl_keyfile",
         "log_level",
         "link_ping",
+        "spin",
         "nats",
         "advertise",
     }
@@ -144,9 +162,12 @@ def load(argv: list[str] | None = None) -> Settings:
         ssl_keyfile=args.ssl_keyfile or config.get("ssl_keyfile"),
         log_level=args.log_level or config.get("log_level", "warning"),
         link_ping=float(args.link_ping or config.get("link_ping", 10.0)),
+        spin=_seconds("spin", args.spin if args.spin is not None else config.get("spin", Settings.spin)),
         nats=args.nats or config.get("nats"),
         advertise=args.advertise or config.get("advertise"),
     )
+    if not 0 <= settings.spin <= MAX_SPIN:
+        raise SettingsError(f"spin {settings.spin:g} is outside 0..{MAX_SPIN} seconds")
     if not 0.1 <= settings.link_ping <= 3600:
         raise SettingsError(f"link_ping {settings.link_ping:g} is outside 0.1..3600 seconds")
     for name in settings.agents:

@@ -39,6 +39,10 @@ class Tap(Protocol):
         """Send one binary message made of `parts`, back to back (a bulk payload among them is not copied);
         False, and nothing sent, when the connection is closing or gone."""
 
+    def linger(self, seconds: float) -> None:
+        """The listener wrote: once this turn of the event loop is done, poll for what comes next for up to
+        `seconds` before the loop sleeps (tap/spin.py)."""
+
     def pause(self) -> None:
         """Hand over no more messages until `resume`: the listener has no room."""
 

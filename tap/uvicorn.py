@@ -18,6 +18,7 @@ from websockets.protocol import State
 from websockets.speedups import apply_mask
 
 from . import TAP, Listener, hand_over
+from .spin import Spin
 
 QUEUE = 32
 """Messages that may wait for the app before reading pauses."""
@@ -42,6 +43,7 @@ class TapProtocol(WebSocketsSansIOProtocol):
         self._own_at = 0
         """Where in the first of `_own` the bytes not taken yet begin."""
         self._fragments: list[bytes] | None = None
+        self._spin: Spin | None = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -163,6 +165,11 @@ class TapProtocol(WebSocketsSansIOProtocol):
             return False
         self.transport.writelines([_binary_header(sum(map(len, parts))), *parts])
         return True
+
+    def linger(self, seconds: float) -> None:
+        if self._spin is None:
+            self._spin = Spin(self.transport.get_extra_info("socket"))
+        self._spin.soon(seconds)
 
     def pause(self) -> None:
         self._held = True

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets.sync.client as ws_client
-from websockets.exceptions import InvalidStatus
+import websockets.sync.server as ws_server
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engee_client import Agent, AgentError, AgentOfflineError, AsyncAgent, AuthenticationError
 from gateway.settings import SettingsError
@@ -261,6 +262,16 @@ def test_bad_advertise_urls_are_refused_at_start() -> None:
             load_gateway(["--nats", "nats://127.0.0.1:4222", "--advertise", url])
 
 
+def test_a_spin_past_its_bound_or_no_number_is_refused_at_start(tmp_path: Path) -> None:
+    assert load_gateway(["--spin", "0"]).spin == 0.0  # never spins
+    with pytest.raises(SettingsError, match="spin 1 is outside 0..0.01 seconds"):
+        load_gateway(["--spin", "1"])
+    config = tmp_path / "gateway.toml"
+    config.write_text('spin = "fast"\n')
+    with pytest.raises(SettingsError, match="spin 'fast' is not a number of seconds"):
+        load_gateway(["--config", str(config)])
+
+
 def test_a_link_that_drops_makes_calls_offline_and_comes_back(gateway: GatewayProcess, tmp_path: Path) -> None:
     process = linked_agent(gateway, "spare", tmp_path)
     with through(gateway, "http", agent_id="spare") as agent:
@@ -348,3 +359,34 @@ def test_an_oversized_channel_message_closes_that_channel_only(gateway: GatewayP
             channel.recv(timeout=10)
     with through(gateway, "channel", "bob") as agent:  # the link, and everyone else on it, carry on
         assert agent.Socket().is_open()
+
+
+@pytest.mark.parametrize("bad", [b"\xc1 not a frame", "a text frame"])
+def test_an_agent_closes_a_link_whose_gateway_sends_what_no_gateway_sends(tmp_path: Path, bad: bytes | str) -> None:
+    """A 'gateway' that answers the link with garbage, or with a text frame, gets the link closed with 4000 and a
+    line in the agent's log; the agent lives on to link again."""
+    closes: list[int | None] = []
+
+    def fake_gateway(connection: ws_server.ServerConnection) -> None:
+        connection.send(bad)
+        try:
+            connection.recv(timeout=10)
+        except ConnectionClosed:
+            closes.append(connection.close_code)
+
+    with ws_server.serve(fake_gateway, "127.0.0.1", 0) as server:
+        Background(server.serve_forever)
+        url = f"http://127.0.0.1:{server.socket.getsockname()[1]}"
+        process = AgentProcess(
+            "--gateway", url, "--agent-id", "lab-9", "--agent-key", "k" * 20, log_dir=str(tmp_path)
+        ).start()
+        try:
+            deadline = time.monotonic() + 20
+            while not closes and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert closes[:1] == [4000]
+            assert "a bad frame from the gateway" in process.output()
+            assert process.alive()
+        finally:
+            process.stop()
+            server.shutdown()

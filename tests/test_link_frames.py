@@ -50,6 +50,8 @@ def test_what_the_agent_sends_before_the_notebooks_side_attaches_reaches_it_clos
         def write(self, *parts: bytes) -> bool:
             return True
 
+        def linger(self, seconds: float) -> None: ...
+
         def message(self, data: bytes) -> None:
             self.got.append(data)
 
@@ -60,7 +62,7 @@ def test_what_the_agent_sends_before_the_notebooks_side_attaches_reaches_it_clos
 
     async def run() -> list[object]:
         recorder = Recorder()
-        linked = LinkedAgent("lab", None, recorder)  # type: ignore[arg-type]
+        linked = LinkedAgent("lab", None, recorder, 0.0)  # type: ignore[arg-type]
         opening = asyncio.ensure_future(linked.open_channel("ann", {"kind": "channel"}, 5))
         await asyncio.sleep(0)
         linked.received(encode(Response(1, 101, [], b"")))

@@ -39,6 +39,7 @@ def test_flag_beats_environment_beats_config(tmp_path: Path) -> None:
         ("port = 70000", "outside 0..65535"),
         ("[limits]\nsockets = 3", "unknown config entry limits.sockets"),
         ("[limits]\nidle_timeout = -1", "idle_timeout = -1 must be a number >= 0"),
+        ("[limits]\nchannel_spin = 1", "channel_spin = 1 is over 0.01 seconds"),
         ("[principals.alice]\ntoken = 'short'", "at least 16 characters"),
         ("[principals.a]\ntoken = '" + "x" * 20 + "'\n[principals.b]\ntoken = '" + "x" * 20 + "'", "share a token"),
         ("[policy]\nconnect_allow = ['10.0.0.0/33']", "neither a network"),
