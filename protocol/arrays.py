@@ -28,9 +28,10 @@ def checked(items: Any, kinds: type[K], shapes: Shapes, error: type[ValueError],
     if len(items) != len(shape) + 1:
         raise error(f"a {kind.name.lower()} frame has {len(shape) + 1} items, not {len(items)}")
     rest = items[1:]
-    for index, (item, types) in enumerate(zip(rest, shape), 1):
-        if not isinstance(item, types) or item is True or item is False:
-            raise error(f"item {index} of a {kind.name.lower()} frame has the wrong type ({type(item).__name__})")
+    if not all(map(isinstance, rest, shape)) or bool in map(type, rest):  # in C; a bool is no int here
+        for index, (item, types) in enumerate(zip(rest, shape), 1):
+            if not isinstance(item, types) or type(item) is bool:
+                raise error(f"item {index} of a {kind.name.lower()} frame has the wrong type ({type(item).__name__})")
     return kind, rest
 
 

@@ -49,7 +49,7 @@ def to_bytes(value: Any, name: str = "message") -> bytes:
         items = view.tolist()
     elif isinstance(value, Sequence):
         items = value
-        if type(value) is list and not any(type(item) is bool for item in value):
+        if type(value) is list and bool not in map(type, value):  # in C, as bytes() below
             try:
                 return bytes(value)  # in C; anything it refuses is named item by item below
             except (TypeError, ValueError):
