@@ -55,6 +55,8 @@ class Entry:
         self.bytes_in = 0
         self.bytes_out = 0
         self.connecting: asyncio.Task[None] | None = None
+        self.sends_waiting = 0
+        """Datagram sends waiting for the socket to take them: a new one goes after them, not at once."""
         self.connect_target: SocketAddress | None = None
         self._waits: dict[asyncio.Future[None], Callable[[], object]] = {}
         self.reading_ahead = False

@@ -56,6 +56,8 @@ class _Book:
     bytes: int = 0
     seqs: dict[str, deque[int]] = field(default_factory=dict)
     """Each session's seqs in the order they came, for acknowledging without a scan of every call."""
+    held: dict[str, int] = field(default_factory=dict)
+    """How many calls each session has here: its seqs go with its last call, however that one goes."""
 
 
 class Ledger:
@@ -93,6 +95,7 @@ class Ledger:
             if seqs is None:
                 seqs = book.seqs[key[0]] = deque()
             seqs.append(key[1])
+            book.held[key[0]] = book.held.get(key[0], 0) + 1
             self._answers += 1
             if call.task.done():  # ran at once: counted now, not in a later turn of the loop
                 self._finished(principal, key, call)
@@ -163,6 +166,12 @@ class Ledger:
         book.bytes -= call.weight
         self._bytes -= call.weight
         self._answers -= 1
+        session = key[0]
+        if book.held[session] > 1:
+            book.held[session] -= 1
+        else:  # its last call: nothing is left to acknowledge
+            del book.held[session]
+            book.seqs.pop(session, None)
 
     def _evict(self, principal: str) -> None:
         """Over a principal's bound, drop its oldest finished answers; over the ceiling, the biggest holder's."""

@@ -119,7 +119,7 @@ class AgentLink:
     async def _serve(self, link: ClientConnection) -> None:
         """Serve one link until it ends. Its streams are its own: a new link numbers them afresh."""
         streams: dict[int, _Stream] = {}
-        spin = Spin(link.transport.get_extra_info("socket"))
+        spin = Spin()
         bad: asyncio.Future[None] | None = None
 
         def on_frame(message: Frame) -> None:
@@ -135,8 +135,8 @@ class AgentLink:
                 bad = asyncio.ensure_future(link.close(4000, str(exc)[:120]))
 
         assert isinstance(link, TapConnection)
-        link.on_frame = on_frame
         try:
+            link.on_frame = on_frame  # which takes the frames that came already, first
             await link.wait_closed()
         finally:
             link.on_frame = None

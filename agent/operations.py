@@ -427,13 +427,17 @@ async def _send_datagram(entry: Entry, send: Callable[[], int]) -> m.SendRespons
     """One datagram out, after the socket's sends before it: at once when none waits (the usual case, which
     costs no lock and no wait), else in turn once the socket can take it."""
     sent: int | None = None
-    if not entry.writer.locked():
+    if not entry.sends_waiting:
         try:
             sent = send()
         except BlockingIOError:
             pass
     if sent is None:
-        sent = await _attempt(entry, entry.writer, None, True, send)
+        entry.sends_waiting += 1
+        try:
+            sent = await _attempt(entry, entry.writer, None, True, send)
+        finally:
+            entry.sends_waiting -= 1
         assert sent is not None  # it had no time limit
     entry.bytes_out += sent
     return m.SendResponse(sent=sent)

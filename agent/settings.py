@@ -80,7 +80,7 @@ class Limits:
     read_ahead: int = READ_AHEAD
     """Bytes a channel's stream may read from a TCP socket ahead of its client's receives, at most."""
     channel_spin: float = 100e-6
-    """Seconds the agent polls a channel for its client's next frame after writing to it, before it sleeps, while
+    """Seconds the agent keeps its event loop awake after writing to a channel, for the client's next frame, while
     the client's frames come that fast (tap/spin.py); 0 never."""
     idle_timeout: float = 3600.0
     """Seconds a socket may go without a call before the agent closes it; 0 never reaps."""
@@ -378,8 +378,8 @@ def _limits(configured: dict[str, Any]) -> Limits:
             raise SettingsError(f"limit {name} = {value!r} must be a number >= 0")
     if not 1 <= limits.max_bufsize <= MAX_PAYLOAD:
         raise SettingsError(f"limit max_bufsize must be within 1..{MAX_PAYLOAD}")
-    if limits.channel_spin > MAX_SPIN:
-        raise SettingsError(f"limit channel_spin = {limits.channel_spin!r} is over {MAX_SPIN} seconds")
+    if not 0 <= limits.channel_spin <= MAX_SPIN:  # NaN too
+        raise SettingsError(f"limit channel_spin = {limits.channel_spin!r} is not within 0..{MAX_SPIN} seconds")
     return limits
 
 

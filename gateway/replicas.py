@@ -271,14 +271,18 @@ class _Spliced:
     def __init__(self, connection: ClientConnection, forget: Callable[[], None], spin: float) -> None:
         self.connection, self._forget = connection, forget
         self._reading: asyncio.Task[None] | None = None
-        self._spin, self._spin_for = Spin(connection.transport.get_extra_info("socket")), spin
+        self._closing: asyncio.Future[None] | None = None
+        self._spin, self._spin_for = Spin(), spin
 
     def attach(self, sink: Sink) -> None:
         assert isinstance(self.connection, TapConnection)
 
-        def on_frame(frame: Frame) -> None:  # the holder's relay writes whole binary frames, as the agent's
-            if frame.opcode is Opcode.BINARY:
+        def on_frame(frame: Frame) -> None:  # the holder's relay writes whole binary frames, as the agent does
+            if frame.opcode is Opcode.BINARY and frame.fin:
                 sink.message(bytes(frame.data))
+            elif self._closing is None:
+                log.warning("a relayed channel got a frame no replica sends (a fragment, or text): closed")
+                self._closing = asyncio.ensure_future(self.close(1002))
 
         self.connection.on_frame = on_frame
         self._reading = asyncio.ensure_future(self._read(sink))

@@ -63,8 +63,8 @@ class Settings:
     link_ping: float = 10.0
     """Seconds between pings on every link and channel; one unanswered for as long marks the link dead."""
     spin: float = 100e-6
-    """Seconds the gateway polls for what comes next after it relayed a message, before it sleeps, while what
-    comes next comes that fast (tap/spin.py); 0 never."""
+    """Seconds the gateway keeps its event loop awake after it relayed a message, for what comes next, while that
+    comes so fast (tap/spin.py); 0 never."""
     nats: str | None = None
     """The NATS server replicas share (nats://HOST:PORT); none: a single gateway."""
     advertise: str | None = None
@@ -113,8 +113,8 @@ def parser() -> argparse.ArgumentParser:
         "--spin",
         type=float,
         metavar="SECONDS",
-        help=f"seconds to poll for the next message after relaying one, before sleeping (default 0.0001, at most "
-        f"{MAX_SPIN}); 0: never",
+        help=f"seconds to stay awake for the next message after relaying one, before sleeping (default 0.0001, at "
+        f"most {MAX_SPIN}); 0: never",
     )
     p.add_argument(
         "--link-ping",

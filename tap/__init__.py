@@ -40,8 +40,7 @@ class Tap(Protocol):
         False, and nothing sent, when the connection is closing or gone."""
 
     def linger(self, seconds: float) -> None:
-        """The listener wrote: once this turn of the event loop is done, poll for what comes next for up to
-        `seconds` before the loop sleeps (tap/spin.py)."""
+        """The listener wrote: keep the event loop awake for up to `seconds` for what comes next (tap/spin.py)."""
 
     def pause(self) -> None:
         """Hand over no more messages until `resume`: the listener has no room."""

@@ -17,6 +17,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.frames import DATA_OPCODES, Frame
 from websockets.protocol import Event
 
+from .spin import arrived
+
 
 class TapConnection(ClientConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -33,6 +35,10 @@ class TapConnection(ClientConnection):
         self._on_frame = take
         while take is not None and self._early and self._on_frame is take:
             take(self._early.pop(0))
+
+    def data_received(self, data: bytes) -> None:
+        arrived()
+        super().data_received(data)
 
     def process_event(self, event: Event) -> None:
         if self.response is None or not isinstance(event, Frame) or event.opcode not in DATA_OPCODES:

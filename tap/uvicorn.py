@@ -18,7 +18,7 @@ from websockets.protocol import State
 from websockets.speedups import apply_mask
 
 from . import TAP, Listener, hand_over
-from .spin import Spin
+from .spin import Spin, arrived
 
 QUEUE = 32
 """Messages that may wait for the app before reading pauses."""
@@ -43,7 +43,7 @@ class TapProtocol(WebSocketsSansIOProtocol):
         self._own_at = 0
         """Where in the first of `_own` the bytes not taken yet begin."""
         self._fragments: list[bytes] | None = None
-        self._spin: Spin | None = None
+        self._spin = Spin()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -58,6 +58,7 @@ class TapProtocol(WebSocketsSansIOProtocol):
         self._read_as_wanted()
 
     def data_received(self, data: bytes) -> None:
+        arrived()
         if self._own is not None:
             self._own.append(data)
             self._own_size += len(data)
@@ -167,8 +168,6 @@ class TapProtocol(WebSocketsSansIOProtocol):
         return True
 
     def linger(self, seconds: float) -> None:
-        if self._spin is None:
-            self._spin = Spin(self.transport.get_extra_info("socket"))
         self._spin.soon(seconds)
 
     def pause(self) -> None:

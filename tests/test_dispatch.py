@@ -324,6 +324,26 @@ def test_a_flooding_principal_cannot_evict_another_principals_answer(make: Make)
     run(test)
 
 
+def test_sessions_that_go_away_leave_nothing_in_the_ledger(make: Make) -> None:
+    """The ledger's memory is bounded by what clients acknowledge: a session whose calls all went another way
+    (cancelled by its client, evicted past the bound) leaves no trace, however many such sessions come."""
+    dispatcher = make()
+    dispatcher.ledger = ledger = Ledger(answers_per_principal=50)
+
+    async def test() -> None:
+        await call(dispatcher, METHODS.is_open, call_id=CallId("stays", 1), descriptor=1)  # the book stays in use
+        for number in range(300):
+            session = f"gone-{number}"
+            await call(dispatcher, METHODS.is_open, call_id=CallId(session, 1), descriptor=1)
+            if number % 2:
+                dispatcher.cancel(ALICE, session, 1)  # its client gave up on it; the rest are evicted
+        book = ledger._books[ALICE.name]
+        assert len(ledger) <= 50
+        assert set(book.seqs) == set(book.held) == {session for session, _ in book.calls}
+
+    run(test)
+
+
 def test_a_cancelled_wait_gives_back_what_it_took(make: Make) -> None:
     dispatcher = make()
 

@@ -35,7 +35,8 @@ from protocol.channel import MAX_FRAME
 
 RECEIVE = 1 << 20
 """Bytes read from the socket at once."""
-SPIN = 100e-6 if (os.cpu_count() or 1) > 1 else 0.0
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+SPIN = 100e-6 if CPUS > 1 else 0.0
 """Seconds a read polls for the agent's answer before it sleeps (see `_Readable`); none on one CPU, where it
 would only keep the agent, or whatever sends the answer, from running."""
 
@@ -348,7 +349,7 @@ class _Readable:
     """Waits for a socket to be readable: with poll() where there is one (not select(): it fails past file
     descriptor 1023), else with the platform's selector (Windows).
 
-    A wait first polls without sleeping for up to `SPIN` seconds, on a machine with more than one CPU: an
+    A wait first polls without sleeping for up to `SPIN` seconds, where this process may run on more than one CPU: an
     answer on a fast link is often that close, and a thread that went to sleep costs tens of microseconds to
     wake, far more on a virtual machine, where the sleeping CPU is halted. Past that it sleeps."""
 
