@@ -167,11 +167,15 @@ class Ledger:
         self._bytes -= call.weight
         self._answers -= 1
         session = key[0]
-        if book.held[session] > 1:
-            book.held[session] -= 1
-        else:  # its last call: nothing is left to acknowledge
+        held = book.held[session] - 1
+        if not held:  # its last call: nothing is left to acknowledge
             del book.held[session]
             book.seqs.pop(session, None)
+            return
+        book.held[session] = held
+        seqs = book.seqs.get(session)
+        if seqs is not None and len(seqs) > 2 * held + 16:  # behind a call that runs on, seqs of calls gone pile up
+            book.seqs[session] = deque(seq for seq in seqs if (session, seq) in book.calls)
 
     def _evict(self, principal: str) -> None:
         """Over a principal's bound, drop its oldest finished answers; over the ceiling, the biggest holder's."""

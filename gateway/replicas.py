@@ -278,9 +278,11 @@ class _Spliced:
         assert isinstance(self.connection, TapConnection)
 
         def on_frame(frame: Frame) -> None:  # the holder's relay writes whole binary frames, as the agent does
+            if self._closing is not None:
+                return  # closing after a frame no replica sends: nothing after it is taken
             if frame.opcode is Opcode.BINARY and frame.fin:
                 sink.message(bytes(frame.data))
-            elif self._closing is None:
+            else:
                 log.warning("a relayed channel got a frame no replica sends (a fragment, or text): closed")
                 self._closing = asyncio.ensure_future(self.close(1002))
 

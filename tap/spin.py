@@ -6,8 +6,8 @@ endpoint has written, it may keep its event loop from sleeping for up to `limit`
 callbacks, one per turn of the loop, keeps the loop polling its sockets without a timeout. Nothing
 waits on a spin: between two links of the chain the loop reads every socket, runs every callback and
 timer as it would, so a device's data or another connection's frame is handled at once. The spin
-ends as soon as something comes on a connection of the process (`arrived`), or its time is up; one
-process has one spin at a time (a write during a spin extends it).
+ends as soon as something comes on a connection of the process (`arrived`), or its time is up; a
+loop has one spin at a time (a write during a spin extends it).
 
 It adapts, so a peer that does not answer that fast costs next to nothing: a spin that saw nothing
 doubles the number of writes that go without one (up to `MAX_SKIP`); one that saw something spins
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
 
 MAX_SPIN = 0.01
 """The longest a spin may be set to last, in seconds."""
@@ -54,7 +55,11 @@ class Spin:
         if self._skip:
             self._skip -= 1
             return
-        _awake.keep(self, limit)
+        loop = asyncio.get_running_loop()
+        awake = _awake.get(loop)
+        if awake is None:
+            awake = _awake[loop] = _Awake(loop)
+        awake.keep(self, limit)
 
     def saw(self, hit: bool) -> None:
         """What the spin after a write found: something (spin again next time), or nothing (skip more writes)."""
@@ -66,9 +71,12 @@ class Spin:
 
 
 class _Awake:
-    """The process's spin: the connection whose write started it, until when it lasts, and what had come then."""
+    """The spin of one event loop: the connection whose write started it, until when it lasts, and what had come
+    then. Each loop has its own, gone with the loop: a loop stopped in the middle of a spin leaves no other
+    loop without one."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._owner: Spin | None = None
         self._until = 0.0
         self._seen = 0
@@ -79,16 +87,17 @@ class _Awake:
             self._until = max(self._until, until)
             return
         self._owner, self._until, self._seen = owner, until, _arrivals
-        asyncio.get_running_loop().call_soon(self._turn)
+        self._loop.call_soon(self._turn)
 
     def _turn(self) -> None:
         hit = _arrivals != self._seen
         if not hit and time.perf_counter() < self._until:
-            asyncio.get_running_loop().call_soon(self._turn)  # a ready callback: the loop polls without sleeping
+            self._loop.call_soon(self._turn)  # a ready callback: the loop polls without sleeping
             return
         owner, self._owner = self._owner, None
         if owner is not None:
             owner.saw(hit)
 
 
-_awake = _Awake()
+_awake: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Awake] = weakref.WeakKeyDictionary()
+"""Each running loop's spin."""

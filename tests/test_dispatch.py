@@ -325,21 +325,31 @@ def test_a_flooding_principal_cannot_evict_another_principals_answer(make: Make)
 
 
 def test_sessions_that_go_away_leave_nothing_in_the_ledger(make: Make) -> None:
-    """The ledger's memory is bounded by what clients acknowledge: a session whose calls all went another way
-    (cancelled by its client, evicted past the bound) leaves no trace, however many such sessions come."""
+    """The ledger's memory is bounded: a session whose calls all went another way (cancelled by its client, evicted
+    past the bound) leaves no trace, however many such sessions come; nor do the calls a session made behind one
+    that runs on."""
     dispatcher = make()
     dispatcher.ledger = ledger = Ledger(answers_per_principal=50)
 
     async def test() -> None:
-        await call(dispatcher, METHODS.is_open, call_id=CallId("stays", 1), descriptor=1)  # the book stays in use
+        info = await call(dispatcher, METHODS.socket, call_id=CallId("stays", 1))  # the book stays in use
+        assert isinstance(info, m.SocketInfo)
         for number in range(300):
             session = f"gone-{number}"
             await call(dispatcher, METHODS.is_open, call_id=CallId(session, 1), descriptor=1)
             if number % 2:
                 dispatcher.cancel(ALICE, session, 1)  # its client gave up on it; the rest are evicted
+        waiting = asyncio.ensure_future(  # a receive that waits on: what comes after it cannot be acknowledged
+            call(dispatcher, METHODS.receive, call_id=CallId("stays", 2), descriptor=info.descriptor, bufsize=10)
+        )
+        await asyncio.sleep(0)
+        for seq in range(3, 300):  # evicted past the bound, each but the last few
+            await call(dispatcher, METHODS.is_open, call_id=CallId("stays", seq, done=1), descriptor=1)
         book = ledger._books[ALICE.name]
         assert len(ledger) <= 50
         assert set(book.seqs) == set(book.held) == {session for session, _ in book.calls}
+        assert all(len(book.seqs[session]) <= 2 * book.held[session] + 16 for session in book.seqs)
+        waiting.cancel()
 
     run(test)
 
