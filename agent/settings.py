@@ -35,7 +35,7 @@ from typing import Any, get_type_hints
 from protocol import MAX_PAYLOAD, TOKEN_VARIABLE
 from protocol.channel import READ_AHEAD
 from protocol.link import AGENT_ID_PATTERN
-from tap.spin import MAX_SPIN
+from protocol.spin import MAX_SPIN
 
 from .policy import DEFAULT_CONNECT_DENY, Policy, PolicyError, RuleSet
 

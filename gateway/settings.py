@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.link import AGENT_ID_PATTERN, USER_PATTERN
-from tap.spin import MAX_SPIN
+from protocol.spin import MAX_SPIN
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8800

@@ -5,10 +5,11 @@ import socket
 
 import pytest
 
+from protocol.spin import CPUS
 from tap import spin
 from tap.spin import Spin, arrived
 
-pytestmark = pytest.mark.skipif(spin.CPUS < 2, reason="nothing spins on one CPU")
+pytestmark = pytest.mark.skipif(CPUS < 2, reason="nothing spins on one CPU")
 
 
 def _spinning() -> bool:

@@ -32,13 +32,13 @@ from websockets.speedups import apply_mask
 from websockets.uri import parse_uri
 
 from protocol.channel import MAX_FRAME
+from protocol.spin import SpinRule
 
 RECEIVE = 1 << 20
 """Bytes read from the socket at once."""
-CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-SPIN = 100e-6 if CPUS > 1 else 0.0
-"""Seconds a read polls for the agent's answer before it sleeps (see `_Readable`); none on one CPU, where it
-would only keep the agent, or whatever sends the answer, from running."""
+SPIN = 500e-6
+"""Seconds a read polls for the agent's answer before it sleeps (see `_Readable`): long enough for an answer
+through a gateway and two replicas on a LAN; the rule stops spinning for a link slower than that."""
 
 
 class LinkClosed(ConnectionError):
@@ -347,15 +347,13 @@ class Link:
 
 class _Readable:
     """Waits for a socket to be readable: with poll() where there is one (not select(): it fails past file
-    descriptor 1023), else with the platform's selector (Windows).
-
-    A wait first polls without sleeping for up to `SPIN` seconds, where this process may run on more than one CPU: an
-    answer on a fast link is often that close, and a thread that went to sleep costs tens of microseconds to
-    wake, far more on a virtual machine, where the sleeping CPU is halted. Past that it sleeps."""
+    descriptor 1023), else with the platform's selector (Windows). With poll, a wait first spins (polls without
+    sleeping) for up to `SPIN`, as protocol/spin.py rules: an answer on a fast link is often that close."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._poll = select.poll() if hasattr(select, "poll") else None
         self._selector = None if self._poll is not None else selectors.DefaultSelector()
+        self._spins = SpinRule()
         if self._poll is not None:
             self._poll.register(sock, select.POLLIN)
         else:
@@ -366,12 +364,14 @@ class _Readable:
         if self._poll is None:
             assert self._selector is not None
             return bool(self._selector.select(timeout))
-        if SPIN and timeout != 0:
+        if timeout != 0 and self._spins.due():
             poll, now = self._poll.poll, time.perf_counter
             until = now() + (SPIN if timeout is None else min(SPIN, timeout))
             while now() < until:
                 if poll(0):
+                    self._spins.saw(True)
                     return True
+            self._spins.saw(False)
         return bool(self._poll.poll(-1 if timeout is None else max(0, math.ceil(timeout * 1000))))  # ms, rounded up
 
 
