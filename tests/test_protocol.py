@@ -19,7 +19,12 @@ def test_protocol_imports_no_io_framework() -> None:
     )
 
 
-ALLOWED = {"agent": {"protocol", "tap"}, "gateway": {"protocol", "tap"}, "engee_client": {"protocol"}, "tap": {"protocol"}}
+ALLOWED = {
+    "agent": {"protocol", "tap"},
+    "gateway": {"protocol", "tap"},
+    "engee_client": {"protocol"},
+    "tap": {"protocol"},
+}
 """What each package may import of ours: the contract, and the servers the glue they share (which knows neither
 server, only the contract's rules: when to spin)."""
 
