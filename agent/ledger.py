@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,10 +54,9 @@ class _Book:
 
     calls: OrderedDict[Key, _Call] = field(default_factory=OrderedDict)
     bytes: int = 0
-    seqs: dict[str, deque[int]] = field(default_factory=dict)
-    """Each session's seqs in the order they came, for acknowledging without a scan of every call."""
-    held: dict[str, int] = field(default_factory=dict)
-    """How many calls each session has here: its seqs go with its last call, however that one goes."""
+    sessions: dict[str, OrderedDict[int, None]] = field(default_factory=dict)
+    """Each session's seqs that have a call here, in the order they came: an acknowledgement walks only its own
+    session's, and a session goes with its last call, however that one goes."""
 
 
 class Ledger:
@@ -91,11 +90,10 @@ class Ledger:
         if call is None:
             call = _Call(name, request, eager(compute()))
             book.calls[key] = call
-            seqs = book.seqs.get(key[0])
+            seqs = book.sessions.get(key[0])
             if seqs is None:
-                seqs = book.seqs[key[0]] = deque()
-            seqs.append(key[1])
-            book.held[key[0]] = book.held.get(key[0], 0) + 1
+                seqs = book.sessions[key[0]] = OrderedDict()
+            seqs[key[1]] = None
             self._answers += 1
             if call.task.done():  # ran at once: counted now, not in a later turn of the loop
                 self._finished(principal, key, call)
@@ -132,17 +130,12 @@ class Ledger:
     def acknowledge(self, principal: str, session: str, done: int) -> None:
         """Forget the finished answers of `session` up to seq `done`: the client has them."""
         book = self._books.get(principal)
-        seqs = book.seqs.get(session) if book else None
-        while book and seqs and seqs[0] <= done:
-            key = (session, seqs[0])
-            call = book.calls.get(key)
-            if call is not None and not call.task.done():
-                break  # still running: forgotten with a later acknowledgement
-            seqs.popleft()
-            if call is not None:
-                self._forget(principal, key)
-        if book and seqs is not None and not seqs:
-            book.seqs.pop(session, None)
+        seqs = book.sessions.get(session) if book else None
+        while book and seqs:
+            key = (session, next(iter(seqs)))
+            if key[1] > done or not book.calls[key].task.done():
+                break  # not answered yet, or still running: forgotten with a later acknowledgement
+            self._forget(principal, key)
 
     def __len__(self) -> int:
         return self._answers
@@ -166,16 +159,10 @@ class Ledger:
         book.bytes -= call.weight
         self._bytes -= call.weight
         self._answers -= 1
-        session = key[0]
-        held = book.held[session] - 1
-        if not held:  # its last call: nothing is left to acknowledge
-            del book.held[session]
-            book.seqs.pop(session, None)
-            return
-        book.held[session] = held
-        seqs = book.seqs.get(session)
-        if seqs is not None and len(seqs) > 2 * held + 16:  # behind a call that runs on, seqs of calls gone pile up
-            book.seqs[session] = deque(seq for seq in seqs if (session, seq) in book.calls)
+        seqs = book.sessions[key[0]]
+        del seqs[key[1]]
+        if not seqs:
+            del book.sessions[key[0]]
 
     def _evict(self, principal: str) -> None:
         """Over a principal's bound, drop its oldest finished answers; over the ceiling, the biggest holder's."""

@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect
 
-from protocol import HEALTH_PATH, PREFIX, RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail, bracketed
+from protocol import HEALTH_PATH, PREFIX, RETRY_HEADER, ErrorBody, ErrorCode, ErrorDetail
 from protocol.channel import CHANNEL_PATH, CLOSE_TOO_BIG, MAX_FRAME
 from protocol.link import AGENT_HEADER, LINK_PATH, MAX_LINK_FRAME
 from tap import TAP, Tap
@@ -81,20 +81,22 @@ class Refusal(Exception):
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The gateway's app; with NATS, `settings.advertise` names where the other replicas reach it (the CLI fills it
+    in from the address it listens on)."""
     links = Links(settings.spin)
-    replicas = (
-        Replicas(
+    replicas = None
+    if settings.nats:
+        if not settings.advertise:
+            raise ValueError("a replica on NATS needs settings.advertise: the URL the other replicas reach it at")
+        replicas = Replicas(
             settings.nats,
-            settings.advertise or f"{settings.scheme}://{bracketed(settings.host)}:{settings.port}",
+            settings.advertise,
             RELAY_TIMEOUT,
             OPEN_TIMEOUT,
             settings.grants,
             settings.link_ping,
             settings.spin,
         )
-        if settings.nats
-        else None
-    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -205,12 +205,16 @@ _FRAMES: dict[Kind, type[Frame]] = {
 }
 
 
+_UNPACKING: dict[str, Any] = {"raw": False, "strict_map_key": True, "max_bin_len": MAX_FRAME, "max_str_len": MAX_FRAME}
+"""How a frame is unpacked: str as str, map keys only str or int, no item past the frame limit."""
+
+
 def decode(data: bytes) -> Frame:
     """The frame in one binary message; FrameError naming what is wrong for anything else."""
     if len(data) > MAX_FRAME:
         raise FrameError(f"a frame of {len(data)} bytes is over the limit of {MAX_FRAME}")
     try:
-        items = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_FRAME, max_str_len=MAX_FRAME)
+        items = msgpack.unpackb(data, **_UNPACKING)
     except Exception:  # noqa: BLE001 - more than one frame, none, or no msgpack: the long way says which
         frames = decode_all(data)
         if len(frames) != 1:
@@ -223,9 +227,7 @@ def decode_all(data: bytes) -> list[Frame]:
     """The frames in one binary message, back to back; FrameError naming what is wrong for anything else."""
     if len(data) > MAX_FRAME:
         raise FrameError(f"a frame of {len(data)} bytes is over the limit of {MAX_FRAME}")
-    unpacker = msgpack.Unpacker(
-        raw=False, strict_map_key=True, max_buffer_size=MAX_FRAME, max_bin_len=MAX_FRAME, max_str_len=MAX_FRAME
-    )
+    unpacker = msgpack.Unpacker(max_buffer_size=MAX_FRAME, **_UNPACKING)
     unpacker.feed(data)
     frames = []
     while unpacker.tell() < len(data):

@@ -347,8 +347,7 @@ def test_sessions_that_go_away_leave_nothing_in_the_ledger(make: Make) -> None:
             await call(dispatcher, METHODS.is_open, call_id=CallId("stays", seq, done=1), descriptor=1)
         book = ledger._books[ALICE.name]
         assert len(ledger) <= 50
-        assert set(book.seqs) == set(book.held) == {session for session, _ in book.calls}
-        assert all(len(book.seqs[session]) <= 2 * book.held[session] + 16 for session in book.seqs)
+        assert {(session, seq) for session, seqs in book.sessions.items() for seq in seqs} == set(book.calls)
         waiting.cancel()
 
     run(test)
